@@ -1,0 +1,60 @@
+//! `skyhook`: the whole of Skyhook in one process (`skyhook serve`) on the
+//! embedded SQLite backend, plus a few commands around it.
+
+mod http_server;
+mod listen;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "skyhook", version, about = "Outbound webhooks: signed, retried, searchable.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API, fan-out and dispatcher in one process on SQLite.
+    Serve(serve::ServeArgs),
+    /// Print the admin token stored in the data dir (created on first start).
+    AdminToken {
+        #[arg(long, env = "SKYHOOK_DATA_DIR", default_value = "./.skyhook")]
+        data_dir: PathBuf,
+    },
+    /// Receive webhooks locally: print each one and check its signature.
+    Listen {
+        /// Address to listen on.
+        #[arg(long, env = "SKYHOOK_LISTEN_ADDR", default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// The endpoint's signing secret (whsec_…); without it signatures are not checked.
+        #[arg(long, env = "SKYHOOK_ENDPOINT_SECRET")]
+        secret: Option<String>,
+        /// Answer this HTTP status instead of 204 (to try retries).
+        #[arg(long, default_value_t = 204)]
+        status: u16,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::AdminToken { data_dir } => serve::print_admin_token(&data_dir).await,
+            Command::Listen { listen, secret, status } => listen::run(listen, secret, status).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("skyhook: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

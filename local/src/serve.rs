@@ -1,0 +1,216 @@
+//! `skyhook serve`: API, fan-out and dispatcher in one process, on one SQLite
+//! file. Every 202 is on disk before it is sent (WAL, synchronous=FULL).
+//! Shutdown stops taking work, finishes what is in flight, and leaves the
+//! rest in the queue: nothing acknowledged is lost, even on kill -9.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args};
+use skyhook::adapters::local_secrets::FileSecrets;
+use skyhook::adapters::sqlite::{SqliteQueue, SqliteQueueConfig, SqliteStore};
+use skyhook::ports::{Clock, Queue, Secrets, SystemClock};
+use skyhook::retry::RetrySchedule;
+use skyhook::sender::HttpSender;
+use skyhook::service::{Dispatcher, MessageOutcome, ServiceConfig, Skyhook};
+use skyhook::ssrf::AddressPolicy;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore, watch};
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address for the API.
+    #[arg(long, env = "SKYHOOK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database and the generated secrets.
+    #[arg(long, env = "SKYHOOK_DATA_DIR", default_value = "./.skyhook")]
+    pub data_dir: PathBuf,
+    /// Admin token (default: generated on first start and kept in the data dir).
+    #[arg(long, env = "SKYHOOK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Let endpoints target 127.0.0.0/8 and ::1 (local development only).
+    #[arg(long, env = "SKYHOOK_ALLOW_LOOPBACK", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    pub allow_loopback: bool,
+    /// Require https endpoint URLs, as in production.
+    #[arg(long, env = "SKYHOOK_REQUIRE_HTTPS", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    pub require_https: bool,
+    /// Delays between attempts, e.g. `5s,5m,30m,2h,5h,10h,10h` (the default).
+    #[arg(long, env = "SKYHOOK_RETRY_SCHEDULE")]
+    pub retry_schedule: Option<String>,
+    /// Jitter applied to each delay, as a fraction (0.2 = ±20 %).
+    #[arg(long, env = "SKYHOOK_RETRY_JITTER", default_value_t = 0.2)]
+    pub retry_jitter: f64,
+    /// Seconds a received delivery stays hidden before it is tried again if
+    /// its worker died (must exceed the 30 s maximum endpoint timeout).
+    #[arg(long, env = "SKYHOOK_VISIBILITY_TIMEOUT", default_value_t = 60)]
+    pub visibility_timeout: u64,
+    /// Deliveries sent at the same time.
+    #[arg(long, env = "SKYHOOK_CONCURRENCY", default_value_t = 256)]
+    pub concurrency: usize,
+    /// Log format: `json` or `text`.
+    #[arg(long, env = "SKYHOOK_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hyper=warn,reqwest=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        let _ = builder.json().flatten_event(true).with_current_span(true).try_init();
+    } else {
+        let _ = builder.compact().try_init();
+    }
+}
+
+pub async fn print_admin_token(data_dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let secrets = FileSecrets::new(data_dir, None);
+    let material = secrets.load().await.map_err(|e| e.to_string())?;
+    println!("{}", material.admin_token);
+    Ok(())
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), String> {
+    init_logging(&args.log_format);
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let secrets = FileSecrets::new(&args.data_dir, args.admin_token.clone());
+    let first_start = secrets.ensure().map_err(|e| e.to_string())?;
+    let material = secrets.load().await.map_err(|e| e.to_string())?;
+
+    let db_path = args.data_dir.join("skyhook.db");
+    let store = Arc::new(SqliteStore::open(&db_path, Arc::clone(&clock)).map_err(|e| e.to_string())?);
+    let queue_config = SqliteQueueConfig {
+        visibility_timeout: Duration::from_secs(args.visibility_timeout.max(1)),
+        ..SqliteQueueConfig::default()
+    };
+    let queue: Arc<dyn Queue> =
+        Arc::new(SqliteQueue::open(&db_path, "deliveries", queue_config, Arc::clone(&clock)).map_err(|e| e.to_string())?);
+
+    let retry_schedule = match &args.retry_schedule {
+        Some(spec) => RetrySchedule::parse(spec, args.retry_jitter).map_err(|e| e.to_string())?,
+        None => RetrySchedule::default(),
+    };
+    let policy = AddressPolicy { allow_loopback: args.allow_loopback };
+    let config = ServiceConfig {
+        retry_schedule,
+        require_https: args.require_https,
+        address_policy: policy.clone(),
+        ..ServiceConfig::default()
+    };
+    let fanout_wakeup = Arc::new(Notify::new());
+    let hook_wakeup = Arc::clone(&fanout_wakeup);
+    let service = Arc::new(
+        Skyhook::new(store, Arc::clone(&queue), Arc::clone(&clock), material.clone(), config)
+            .with_publish_hook(Arc::new(move || hook_wakeup.notify_one())),
+    );
+    let sender = Arc::new(HttpSender::system(policy, &format!("Skyhook/{}", skyhook::VERSION)));
+    let dispatcher = Arc::new(Dispatcher::new(Arc::clone(&service), sender));
+
+    let listener = TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    if first_start && args.admin_token.is_none() {
+        println!("Generated admin token (kept in {}): {}", args.data_dir.join("secrets.json").display(), material.admin_token);
+    }
+    println!("Skyhook {} listening on http://{address} (data in {})", skyhook::VERSION, args.data_dir.display());
+    tracing::info!(%address, loopback_allowed = args.allow_loopback, "skyhook serve started");
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let http = tokio::spawn(crate::http_server::run(listener, Arc::clone(&service), shutdown_rx.clone()));
+    let fanout = tokio::spawn(fanout_worker(Arc::clone(&service), fanout_wakeup, shutdown_rx.clone()));
+    let delivery = tokio::spawn(dispatch_worker(dispatcher, queue, args.concurrency.max(1), shutdown_rx));
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing requests and deliveries in flight");
+    let _ = shutdown_tx.send(true);
+    let _ = http.await;
+    let _ = fanout.await;
+    let _ = delivery.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The embedded backend's outbox: fans out events written but not yet fanned
+/// out, woken by each publish and swept every second (and at start, which
+/// picks up whatever a crash left behind).
+async fn fanout_worker(service: Arc<Skyhook>, wakeup: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        loop {
+            match service.sweep_fanout(200).await {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(err) => {
+                    tracing::warn!(error = %err, "fan-out sweep failed");
+                    break;
+                }
+            }
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = wakeup.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Receives batches of ten and handles them concurrently, up to
+/// `concurrency` deliveries in flight.
+async fn dispatch_worker(
+    dispatcher: Arc<Dispatcher>,
+    queue: Arc<dyn Queue>,
+    concurrency: usize,
+    shutdown: watch::Receiver<bool>,
+) {
+    let batches = (concurrency / 10).max(1);
+    let permits = Arc::new(Semaphore::new(batches));
+    while !*shutdown.borrow() {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
+        let messages = match queue.receive(10, Duration::from_millis(500)).await {
+            Ok(messages) => messages,
+            Err(err) => {
+                tracing::warn!(error = %err, "receive failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let dispatcher = Arc::clone(&dispatcher);
+        let queue = Arc::clone(&queue);
+        tokio::spawn(async move {
+            let outcomes = dispatcher.handle_batch(&messages).await;
+            for (message, outcome) in messages.iter().zip(outcomes) {
+                if outcome == MessageOutcome::Done
+                    && let Err(err) = queue.delete(&message.receipt_handle).await
+                {
+                    tracing::warn!(error = %err, "could not delete a finished message; it will be seen again and skipped");
+                }
+            }
+            drop(permit);
+        });
+    }
+    // Wait for the batches in flight (bounded by the endpoint timeout).
+    let _ = tokio::time::timeout(Duration::from_secs(35), permits.acquire_many(batches as u32)).await;
+}

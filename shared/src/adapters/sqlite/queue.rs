@@ -1,0 +1,413 @@
+//! A queue with SQS semantics on SQLite: at-least-once delivery, visibility
+//! timeout, receive count, per-message delay, receives of at most ten, and a
+//! dead-letter table after `max_receive_count` receives.
+//!
+//! Several named queues can share one database file (and the store's file):
+//! every row carries its queue name, in tables prefixed `queue_`. Durability
+//! matches the store: WAL with `synchronous=FULL`, one transaction per call.
+//! All time comes from the injected [`Clock`], so tests can move it; only the
+//! long-poll `wait` of [`Queue::receive`] is real time.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::Notify;
+
+use crate::ports::Clock;
+use crate::ports::queue::{MAX_BATCH, OutgoingMessage, Queue, QueueError, ReceivedMessage};
+
+/// SQS's ceiling for a visibility timeout.
+const MAX_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+/// SQS's ceiling for a per-message delay.
+const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+/// How often a waiting receive looks again when nothing signalled it (the
+/// clock moved, a delay ran out, another process wrote the file).
+const POLL_FALLBACK: Duration = Duration::from_millis(50);
+const QUEUE_SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS queue_messages (
+    seq            INTEGER PRIMARY KEY,
+    queue          TEXT NOT NULL,
+    message_id     TEXT NOT NULL,
+    body           TEXT NOT NULL,
+    sent_at        INTEGER NOT NULL,
+    visible_at     INTEGER NOT NULL,
+    receive_count  INTEGER NOT NULL DEFAULT 0,
+    receipt        TEXT
+);
+CREATE INDEX IF NOT EXISTS queue_messages_visible ON queue_messages (queue, visible_at, seq);
+
+CREATE TABLE IF NOT EXISTS queue_dead_letters (
+    seq            INTEGER PRIMARY KEY,
+    queue          TEXT NOT NULL,
+    message_id     TEXT NOT NULL,
+    body           TEXT NOT NULL,
+    receive_count  INTEGER NOT NULL,
+    sent_at        INTEGER NOT NULL,
+    moved_at       INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_dead_letters_by_queue ON queue_dead_letters (queue, seq);
+
+CREATE TABLE IF NOT EXISTS queue_meta (
+    key    TEXT PRIMARY KEY,
+    value  INTEGER NOT NULL
+);
+"#;
+
+/// Settings of one queue (the SQS queue attributes that matter here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteQueueConfig {
+    /// How long a received message stays hidden (≤ 12 h).
+    pub visibility_timeout: Duration,
+    /// A message received this many times goes to the dead-letter table
+    /// instead of being received again; `0` never dead-letters.
+    pub max_receive_count: u32,
+}
+
+impl Default for SqliteQueueConfig {
+    fn default() -> Self {
+        SqliteQueueConfig { visibility_timeout: Duration::from_secs(90), max_receive_count: 25 }
+    }
+}
+
+/// One named queue in a SQLite file. Cheap to clone (shared connection).
+#[derive(Clone)]
+pub struct SqliteQueue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Mutex<Connection>,
+    name: String,
+    config: SqliteQueueConfig,
+    clock: Arc<dyn Clock>,
+    /// Wakes long-polling receivers when messages are sent or made visible.
+    notify: Notify,
+    path: PathBuf,
+}
+
+impl fmt::Debug for SqliteQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteQueue")
+            .field("path", &self.inner.path)
+            .field("name", &self.inner.name)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: rusqlite::Error) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `"<seq>-<random>"`: the row to find plus a part nobody can guess.
+fn new_receipt(seq: i64) -> String {
+    format!("{seq}-{:032x}", rand::random::<u128>())
+}
+
+fn receipt_seq(receipt: &str) -> Result<i64, QueueError> {
+    receipt.split_once('-').and_then(|(seq, _)| seq.parse().ok()).ok_or(QueueError::ReceiptInvalid)
+}
+
+impl SqliteQueue {
+    /// Opens the queue `queue_name` in the database at `path` (created if needed).
+    pub fn open(
+        path: &Path,
+        queue_name: &str,
+        config: SqliteQueueConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, QueueError> {
+        if queue_name.is_empty() {
+            return Err(QueueError::Invalid("the queue name is empty".into()));
+        }
+        if config.visibility_timeout > MAX_VISIBILITY_TIMEOUT {
+            return Err(QueueError::Invalid("the visibility timeout is over 12 hours".into()));
+        }
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    QueueError::Unavailable(format!("cannot create the directory {}: {e}", parent.display()))
+                })?;
+            }
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(unavailable)?;
+        super::store::configure_connection(&conn).map_err(unavailable)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+        tx.execute_batch(SCHEMA).map_err(unavailable)?;
+        let version: Option<i64> = tx
+            .query_row("SELECT value FROM queue_meta WHERE key = 'schema_version'", [], |row| row.get(0))
+            .optional()
+            .map_err(unavailable)?;
+        if let Some(version) = version.filter(|v| *v > QUEUE_SCHEMA_VERSION) {
+            return Err(QueueError::Unavailable(format!(
+                "the queue tables have schema version {version}; this build knows up to {QUEUE_SCHEMA_VERSION}"
+            )));
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO queue_meta (key, value) VALUES ('schema_version', ?1)",
+            [QUEUE_SCHEMA_VERSION],
+        )
+        .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+        Ok(SqliteQueue {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                name: queue_name.to_string(),
+                config,
+                clock,
+                notify: Notify::new(),
+                path: path.to_path_buf(),
+            }),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn config(&self) -> &SqliteQueueConfig {
+        &self.inner.config
+    }
+
+    /// `(visible, in flight or delayed)` message counts, like SQS's
+    /// `ApproximateNumberOfMessages` / `...NotVisible` + `...Delayed`.
+    pub async fn approximate_counts(&self) -> Result<(u64, u64), QueueError> {
+        self.run(|inner, conn, now| {
+            let (visible, hidden): (i64, i64) = conn
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(visible_at <= ?2), 0), COALESCE(SUM(visible_at > ?2), 0) \
+                     FROM queue_messages WHERE queue = ?1",
+                )?
+                .query_row(params![inner.name, now], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok((visible.max(0) as u64, hidden.max(0) as u64))
+        })
+        .await
+    }
+
+    /// Bodies of this queue's dead letters, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<String>, QueueError> {
+        self.run(|inner, conn, _| {
+            let mut stmt = conn.prepare_cached("SELECT body FROM queue_dead_letters WHERE queue = ?1 ORDER BY seq")?;
+            let bodies = stmt.query_map([&inner.name], |row| row.get(0))?;
+            bodies.collect()
+        })
+        .await
+    }
+
+    /// Moves every dead letter of this queue back to it, visible now with a
+    /// fresh receive count. Returns how many moved.
+    pub async fn redrive_dead_letters(&self) -> Result<u64, QueueError> {
+        let moved = self
+            .run(|inner, conn, now| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let moved = tx
+                    .prepare_cached(
+                        "INSERT INTO queue_messages (queue, message_id, body, sent_at, visible_at, receive_count) \
+                         SELECT queue, message_id, body, sent_at, ?2, 0 FROM queue_dead_letters \
+                         WHERE queue = ?1 ORDER BY seq",
+                    )?
+                    .execute(params![inner.name, now])?;
+                tx.prepare_cached("DELETE FROM queue_dead_letters WHERE queue = ?1")?.execute([&inner.name])?;
+                tx.commit()?;
+                Ok(moved as u64)
+            })
+            .await?;
+        if moved > 0 {
+            self.inner.notify.notify_waiters();
+        }
+        Ok(moved)
+    }
+
+    /// Runs `f` on the connection in a blocking task, with the clock's now in ms.
+    async fn run<T, F>(&self, f: F) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner, &mut Connection, i64) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = inner.clock.now().timestamp_millis();
+            let mut conn = lock(&inner.conn);
+            f(&inner, &mut conn, now).map_err(unavailable)
+        })
+        .await
+        .map_err(|e| QueueError::Unavailable(format!("queue task failed: {e}")))?
+    }
+
+    /// One non-waiting receive. With nothing to return, also gives when the
+    /// next message becomes visible (clock ms), if any is hidden.
+    async fn receive_now(&self, max: usize) -> Result<(Vec<ReceivedMessage>, Option<i64>), QueueError> {
+        self.run(move |inner, conn, now| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let visible_until = now.saturating_add(millis(inner.config.visibility_timeout));
+            let max_receives = i64::from(inner.config.max_receive_count);
+            let mut received = Vec::with_capacity(max);
+            loop {
+                let want = (max - received.len()) as i64;
+                let candidates: Vec<(i64, String, String, i64, i64)> = tx
+                    .prepare_cached(
+                        "SELECT seq, message_id, body, receive_count, sent_at FROM queue_messages \
+                         WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
+                    )?
+                    .query_map(params![inner.name, now, want], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                if candidates.is_empty() {
+                    break;
+                }
+                for (seq, message_id, body, receive_count, sent_at) in candidates {
+                    if max_receives > 0 && receive_count >= max_receives {
+                        tx.prepare_cached(
+                            "INSERT INTO queue_dead_letters (queue, message_id, body, receive_count, sent_at, moved_at) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        )?
+                        .execute(params![inner.name, message_id, body, receive_count, sent_at, now])?;
+                        tx.prepare_cached("DELETE FROM queue_messages WHERE seq = ?1")?.execute([seq])?;
+                        tracing::warn!(queue = %inner.name, %message_id, receive_count, "message moved to the dead-letter table");
+                        continue;
+                    }
+                    let receipt = new_receipt(seq);
+                    tx.prepare_cached(
+                        "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3 \
+                         WHERE seq = ?1",
+                    )?
+                    .execute(params![seq, visible_until, receipt])?;
+                    received.push(ReceivedMessage {
+                        message_id,
+                        receipt_handle: receipt,
+                        body,
+                        receive_count: u32::try_from(receive_count + 1).unwrap_or(u32::MAX),
+                    });
+                }
+                if received.len() >= max {
+                    break;
+                }
+            }
+            let next_visible = if received.is_empty() {
+                tx.prepare_cached("SELECT MIN(visible_at) FROM queue_messages WHERE queue = ?1")?
+                    .query_row([&inner.name], |row| row.get::<_, Option<i64>>(0))?
+            } else {
+                None
+            };
+            tx.commit()?;
+            Ok((received, next_visible))
+        })
+        .await
+    }
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<(), QueueError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        if messages.iter().any(|m| m.delay > MAX_DELAY) {
+            return Err(QueueError::Invalid("a message delay is over 15 minutes".into()));
+        }
+        self.run(move |inner, conn, now| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO queue_messages (queue, message_id, body, sent_at, visible_at, receive_count) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+                )?;
+                let sent = inner.clock.now();
+                for message in messages {
+                    let message_id = ulid::Ulid::from_datetime(sent.into()).to_string();
+                    let visible_at = now.saturating_add(millis(message.delay));
+                    insert.execute(params![inner.name, message_id, message.body, now, visible_at])?;
+                }
+            }
+            tx.commit()
+        })
+        .await?;
+        self.inner.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+        if max == 0 || max > MAX_BATCH {
+            return Err(QueueError::Invalid(format!("can receive 1 to {MAX_BATCH} messages at a time, not {max}")));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before looking, so a send between the look and the
+            // wait still wakes this receiver.
+            let notified = self.inner.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let (received, next_visible) = self.receive_now(max).await?;
+            if !received.is_empty() {
+                return Ok(received);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let mut pause = (deadline - now).min(POLL_FALLBACK);
+            if let Some(visible_at) = next_visible {
+                let until = visible_at.saturating_sub(self.inner.clock.now().timestamp_millis()).max(1);
+                pause = pause.min(Duration::from_millis(until as u64));
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn change_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<(), QueueError> {
+        if timeout > MAX_VISIBILITY_TIMEOUT {
+            return Err(QueueError::Invalid("the visibility timeout is over 12 hours".into()));
+        }
+        let seq = receipt_seq(receipt_handle)?;
+        let receipt = receipt_handle.to_string();
+        let changed = self
+            .run(move |inner, conn, now| {
+                conn.prepare_cached(
+                    "UPDATE queue_messages SET visible_at = ?4 WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
+                )?
+                .execute(params![seq, inner.name, receipt, now.saturating_add(millis(timeout))])
+            })
+            .await?;
+        if changed == 0 {
+            return Err(QueueError::ReceiptInvalid);
+        }
+        if timeout.is_zero() {
+            self.inner.notify.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        let seq = receipt_seq(receipt_handle)?;
+        let receipt = receipt_handle.to_string();
+        let deleted = self
+            .run(move |inner, conn, _| {
+                conn.prepare_cached("DELETE FROM queue_messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3")?
+                    .execute(params![seq, inner.name, receipt])
+            })
+            .await?;
+        if deleted == 0 {
+            return Err(QueueError::ReceiptInvalid);
+        }
+        Ok(())
+    }
+}

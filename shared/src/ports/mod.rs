@@ -1,0 +1,14 @@
+//! Ports: the small traits the service layer needs from the outside world.
+//! Each has an embedded adapter (SQLite) and an AWS adapter behind it.
+
+pub mod clock;
+pub mod queue;
+pub mod secrets;
+pub mod sender;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use queue::{OutgoingMessage, Queue, QueueError, ReceivedMessage};
+pub use secrets::{SecretMaterial, Secrets, SecretsError};
+pub use sender::{EndpointResponse, OutgoingWebhook, SendFailure, WebhookSender};
+pub use store::*;

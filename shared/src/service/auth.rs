@@ -1,0 +1,176 @@
+//! Who is calling: the admin token, an API key, or an OAuth access token
+//! issued for an API key. Revocation is checked on every call.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::{ServiceError, ServiceResult, Skyhook};
+use crate::crypto::{constant_time_eq, sha256_hex};
+use crate::domain::{ApiKey, Id, IdKind, Scope};
+
+/// A credential as presented (`Authorization: Bearer …` or `x-api-key`).
+#[derive(Clone)]
+pub enum Credential {
+    Bearer(String),
+    ApiKey(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential(..)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppPrincipal {
+    pub application_id: Id,
+    pub key_id: Id,
+    pub scopes: Vec<Scope>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Principal {
+    Admin,
+    App(AppPrincipal),
+}
+
+impl Principal {
+    /// The application this caller may act on, if it has `scope`.
+    pub fn require(&self, scope: Scope) -> ServiceResult<&AppPrincipal> {
+        match self {
+            Principal::App(app) if app.scopes.contains(&scope) => Ok(app),
+            Principal::App(_) => Err(ServiceError::Forbidden(format!("this API key lacks the {scope} scope"))),
+            Principal::Admin => Err(ServiceError::Forbidden(
+                "the admin token manages applications and API keys; use an application API key here".into(),
+            )),
+        }
+    }
+
+    pub fn require_admin(&self) -> ServiceResult<()> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::App(_) => Err(ServiceError::Forbidden("this route needs the admin token".into())),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    app: String,
+    scope: String,
+    iat: i64,
+    exp: i64,
+}
+
+const ISSUER: &str = "skyhook";
+
+/// An OAuth2 access token (RFC 6749 §5.1).
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessToken {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub scope: String,
+}
+
+fn unauthorized() -> ServiceError {
+    ServiceError::Unauthorized("missing, invalid or revoked credentials".into())
+}
+
+impl Skyhook {
+    pub async fn authenticate(&self, credential: Option<Credential>) -> ServiceResult<Principal> {
+        let token = match credential {
+            None => return Err(ServiceError::Unauthorized("send an API key as x-api-key or Authorization: Bearer".into())),
+            Some(Credential::Bearer(t)) | Some(Credential::ApiKey(t)) => t,
+        };
+        if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
+            return Ok(Principal::Admin);
+        }
+        if token.starts_with("eyJ") && token.matches('.').count() == 2 {
+            return self.authenticate_access_token(&token).await;
+        }
+        let key = self.store.find_api_key_by_hash(&sha256_hex(token.as_bytes())).await?.ok_or_else(unauthorized)?;
+        if key.is_revoked() {
+            return Err(unauthorized());
+        }
+        Ok(Principal::App(AppPrincipal { application_id: key.application_id, key_id: key.id, scopes: key.scopes }))
+    }
+
+    async fn authenticate_access_token(&self, token: &str) -> ServiceResult<Principal> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        // Expiry is checked against the injected clock, not the system's.
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        let claims = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&self.jwt_key), &validation)
+            .map_err(|_| unauthorized())?
+            .claims;
+        if claims.exp <= self.clock.now().timestamp() {
+            return Err(ServiceError::Unauthorized("the access token has expired".into()));
+        }
+        let key_id = Id::parse(IdKind::ApiKey, &claims.sub).ok_or_else(unauthorized)?;
+        // Revoking the key revokes its tokens at once.
+        let key = self.store.get_api_key(&key_id).await?.ok_or_else(unauthorized)?;
+        if key.is_revoked() || key.application_id.as_str() != claims.app {
+            return Err(unauthorized());
+        }
+        let scopes = claims
+            .scope
+            .split(' ')
+            .filter_map(|s| s.parse::<Scope>().ok())
+            .filter(|s| key.scopes.contains(s))
+            .collect();
+        Ok(Principal::App(AppPrincipal { application_id: key.application_id, key_id: key.id, scopes }))
+    }
+
+    /// OAuth2 client credentials: client id = API key id, secret = the key.
+    pub async fn issue_access_token(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        requested_scope: Option<&str>,
+    ) -> ServiceResult<AccessToken> {
+        let invalid_client = || ServiceError::Unauthorized("invalid_client: unknown client or wrong secret".into());
+        let key_id = Id::parse(IdKind::ApiKey, client_id).ok_or_else(invalid_client)?;
+        let key: ApiKey = self.store.get_api_key(&key_id).await?.ok_or_else(invalid_client)?;
+        if key.is_revoked() || !constant_time_eq(sha256_hex(client_secret.as_bytes()).as_bytes(), key.key_hash.as_bytes())
+        {
+            return Err(invalid_client());
+        }
+        let scopes: Vec<Scope> = match requested_scope.map(str::trim).filter(|s| !s.is_empty()) {
+            None => key.scopes.clone(),
+            Some(requested) => {
+                let mut scopes = Vec::new();
+                for name in requested.split(' ').filter(|s| !s.is_empty()) {
+                    match name.parse::<Scope>() {
+                        Ok(scope) if key.scopes.contains(&scope) => scopes.push(scope),
+                        _ => {
+                            return Err(ServiceError::field(
+                                "scope",
+                                format!("invalid_scope: {name} is not a scope of this key"),
+                            ));
+                        }
+                    }
+                }
+                scopes
+            }
+        };
+        let now = self.clock.now().timestamp();
+        let ttl = self.config.token_ttl.as_secs();
+        let scope = scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+        let claims = Claims {
+            iss: ISSUER.into(),
+            sub: key.id.to_string(),
+            app: key.application_id.to_string(),
+            scope: scope.clone(),
+            iat: now,
+            exp: now + ttl as i64,
+        };
+        let access_token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&self.jwt_key))
+                .map_err(|e| ServiceError::Internal(format!("cannot sign token: {e}")))?;
+        Ok(AccessToken { access_token, token_type: "Bearer", expires_in: ttl, scope })
+    }
+}

@@ -1,0 +1,382 @@
+//! The dispatcher: one queue message = one delivery attempt. Signs the
+//! request (Standard Webhooks), POSTs it, records the attempt and schedules the
+//! next one by changing the message's visibility timeout. The same code runs
+//! in the Lambda (SQS batch) and in `skyhook serve` (embedded queue).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::Skyhook;
+use crate::domain::limits::AUTO_DISABLE_AFTER_DAYS;
+use crate::domain::{
+    Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, ErrorCode, Event, Id, IdKind, PayloadFormat, ResponseStatus,
+};
+use crate::ports::{AttemptRecord, OutgoingWebhook, ReceivedMessage, StoreError, WebhookSender};
+use crate::signing::{decode_secret, signature_header};
+
+/// The body of a deliveries-queue message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryTask {
+    #[serde(rename = "a")]
+    pub application_id: Id,
+    #[serde(rename = "d")]
+    pub delivery_id: Id,
+}
+
+impl DeliveryTask {
+    pub fn for_delivery(delivery: &Delivery) -> Self {
+        DeliveryTask { application_id: delivery.application_id.clone(), delivery_id: delivery.id.clone() }
+    }
+
+    pub fn to_body(&self) -> String {
+        serde_json::to_string(self).expect("serialisable")
+    }
+
+    pub fn parse(body: &str) -> Option<Self> {
+        let task: DeliveryTask = serde_json::from_str(body).ok()?;
+        Id::parse(IdKind::Application, task.application_id.as_str())?;
+        Id::parse(IdKind::Delivery, task.delivery_id.as_str())?;
+        Some(task)
+    }
+}
+
+/// What happens to the message after handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageOutcome {
+    /// Finished (delivered, exhausted, or nothing left to do): delete it.
+    Done,
+    /// Keep it: its visibility was set to when it must come back (or it is
+    /// poison and must reach the dead-letter queue).
+    RetryLater,
+}
+
+pub struct Dispatcher {
+    service: Arc<Skyhook>,
+    sender: Arc<dyn WebhookSender>,
+    user_agent: String,
+}
+
+/// Slack for a message that comes back a little before its scheduled time.
+const EARLY_SLACK: chrono::Duration = chrono::Duration::milliseconds(500);
+
+impl Dispatcher {
+    pub fn new(service: Arc<Skyhook>, sender: Arc<dyn WebhookSender>) -> Self {
+        Dispatcher { service, sender, user_agent: format!("Skyhook/{}", crate::VERSION) }
+    }
+
+    pub fn service(&self) -> &Arc<Skyhook> {
+        &self.service
+    }
+
+    /// Handles a batch concurrently; outcomes in the batch's order.
+    pub async fn handle_batch(self: &Arc<Self>, messages: &[ReceivedMessage]) -> Vec<MessageOutcome> {
+        let mut set = tokio::task::JoinSet::new();
+        for (index, message) in messages.iter().cloned().enumerate() {
+            let this = Arc::clone(self);
+            set.spawn(async move { (index, this.handle(&message).await) });
+        }
+        let mut outcomes = vec![MessageOutcome::RetryLater; messages.len()];
+        while let Some(joined) = set.join_next().await {
+            if let Ok((index, outcome)) = joined {
+                outcomes[index] = outcome;
+            }
+        }
+        outcomes
+    }
+
+    pub async fn handle(&self, message: &ReceivedMessage) -> MessageOutcome {
+        let Some(task) = DeliveryTask::parse(&message.body) else {
+            // Poison: make it visible again at once so it reaches the DLQ
+            // after maxReceiveCount receives, never silently dropped.
+            tracing::error!(message_id = %message.message_id, "deliveries message is not a delivery task");
+            self.set_visibility(message, Duration::ZERO).await;
+            return MessageOutcome::RetryLater;
+        };
+        let span = tracing::info_span!("delivery", delivery_id = %task.delivery_id, application_id = %task.application_id);
+        let _enter = span.enter();
+        match self.attempt(&task, message).await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                tracing::warn!(error = %err, "delivery attempt could not be completed; will retry");
+                let delay = self.service.config().retry_schedule.shortest();
+                self.set_visibility(message, delay).await;
+                MessageOutcome::RetryLater
+            }
+        }
+    }
+
+    async fn set_visibility(&self, message: &ReceivedMessage, delay: Duration) {
+        if let Err(err) = self.service.queue().change_visibility(&message.receipt_handle, delay).await {
+            // The message comes back after the queue's own visibility timeout instead.
+            tracing::warn!(error = %err, "could not change message visibility");
+        }
+    }
+
+    async fn attempt(&self, task: &DeliveryTask, message: &ReceivedMessage) -> Result<MessageOutcome, StoreError> {
+        let store = self.service.store();
+        let now = self.service.clock().now();
+        let Some(delivery) = store.get_delivery(&task.application_id, &task.delivery_id).await? else {
+            return Ok(MessageOutcome::Done); // deleted or expired
+        };
+        if delivery.status.is_final() {
+            return Ok(MessageOutcome::Done);
+        }
+        // Each receive of the owning message performs one attempt, so a message
+        // received no more often than attempts were recorded is a duplicate
+        // (a re-run fan-out, or an SQS duplicate) and the chain is owned elsewhere.
+        if message.receive_count <= delivery.attempt_count {
+            tracing::info!(receive_count = message.receive_count, attempts = delivery.attempt_count, "duplicate message dropped");
+            return Ok(MessageOutcome::Done);
+        }
+        if let Some(next) = delivery.next_attempt_at
+            && next - EARLY_SLACK > now
+        {
+            // Came back early (a crash before the visibility change): wait again.
+            let wait = (next - now).to_std().unwrap_or_default();
+            self.set_visibility(message, wait).await;
+            return Ok(MessageOutcome::RetryLater);
+        }
+        let endpoint = store.get_endpoint(&task.application_id, &delivery.endpoint_id).await?;
+        let event = store.get_event(&task.application_id, &delivery.event_id).await?;
+        let (endpoint, event) = match (endpoint, event) {
+            (Some(endpoint), Some(event)) if endpoint.is_active => (endpoint, event),
+            (None, _) | (_, None) => {
+                return self
+                    .finish_unsent(delivery, ErrorCode::EndpointDeleted, "endpoint or event no longer exists", message)
+                    .await;
+            }
+            (Some(endpoint), Some(_)) => {
+                let reason = endpoint.disabled_reason.clone().unwrap_or_else(|| "endpoint is disabled".into());
+                return self.finish_unsent(delivery, ErrorCode::EndpointDisabled, &reason, message).await;
+            }
+        };
+        self.send_and_record(delivery, endpoint, event, message).await
+    }
+
+    /// Records a delivery that will not be sent as failed, with an attempt saying why.
+    async fn finish_unsent(
+        &self,
+        delivery: Delivery,
+        code: ErrorCode,
+        reason: &str,
+        message: &ReceivedMessage,
+    ) -> Result<MessageOutcome, StoreError> {
+        let now = self.service.clock().now();
+        let status = ResponseStatus::Error(code);
+        let attempt = DeliveryAttempt {
+            id: Id::new(IdKind::Attempt, now),
+            application_id: delivery.application_id.clone(),
+            delivery_id: delivery.id.clone(),
+            number: delivery.attempt_count + 1,
+            started_at: now,
+            duration_ms: 0,
+            response_status: status,
+            response: None,
+            error: Some(reason.to_string()),
+            next_delay_secs: None,
+            expires_at: delivery.expires_at,
+        };
+        let expected = delivery.attempt_count;
+        let (app_id, delivery_id) = (delivery.application_id.clone(), delivery.id.clone());
+        let updated = Delivery {
+            status: DeliveryStatus::Failed,
+            attempt_count: expected + 1,
+            response_status: Some(status),
+            response_body: None,
+            error_message: Some(reason.to_string()),
+            next_attempt_at: None,
+            updated_at: now,
+            ..delivery
+        };
+        if self.record(updated, attempt, expected).await? {
+            Ok(MessageOutcome::Done)
+        } else {
+            self.after_lost_race(&app_id, &delivery_id, message).await
+        }
+    }
+
+    /// `Ok(true)` when this attempt was recorded, `Ok(false)` when another
+    /// worker recorded the same attempt number first.
+    async fn record(&self, delivery: Delivery, attempt: DeliveryAttempt, expected: u32) -> Result<bool, StoreError> {
+        let record = AttemptRecord { delivery, attempt, expected_attempt_count: expected };
+        match self.service.store().record_attempt(&record).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Lost the race to record an attempt: this message may now be the only
+    /// live copy (the other worker's receipt may be stale), so it keeps the
+    /// chain going unless the delivery is finished.
+    async fn after_lost_race(&self, app_id: &Id, delivery_id: &Id, message: &ReceivedMessage) -> Result<MessageOutcome, StoreError> {
+        let now = self.service.clock().now();
+        match self.service.store().get_delivery(app_id, delivery_id).await? {
+            Some(current) if !current.status.is_final() => {
+                let wait = current.next_attempt_at.map(|next| (next - now).to_std().unwrap_or_default()).unwrap_or_default();
+                self.set_visibility(message, wait).await;
+                Ok(MessageOutcome::RetryLater)
+            }
+            _ => Ok(MessageOutcome::Done),
+        }
+    }
+
+    fn build_request(&self, endpoint: &Endpoint, event: &Event, timestamp: i64) -> Result<OutgoingWebhook, String> {
+        let body = match endpoint.payload_format {
+            PayloadFormat::Standard => serde_json::json!({
+                "type": event.event_type,
+                "timestamp": event.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "data": event.payload,
+            }),
+            PayloadFormat::Raw => event.payload.clone(),
+        };
+        let body = Bytes::from(serde_json::to_vec(&body).map_err(|e| e.to_string())?);
+        let secret_box = self.service.secret_box();
+        let now = self.service.clock().now();
+        let mut keys = Vec::with_capacity(2);
+        let current = secret_box.open(&endpoint.secret_encrypted).map_err(|e| e.to_string())?;
+        keys.push(decode_secret(&current).map_err(|e| e.to_string())?);
+        if let (Some(previous), Some(until)) = (&endpoint.previous_secret_encrypted, endpoint.previous_secret_expires_at)
+            && until > now
+        {
+            let previous = secret_box.open(previous).map_err(|e| e.to_string())?;
+            keys.push(decode_secret(&previous).map_err(|e| e.to_string())?);
+        }
+        // webhook-id is the event id: stable across retries and endpoints, so
+        // receivers can deduplicate.
+        let msg_id = event.id.as_str();
+        let mut headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("user-agent".to_string(), self.user_agent.clone()),
+            ("webhook-id".to_string(), msg_id.to_string()),
+            ("webhook-timestamp".to_string(), timestamp.to_string()),
+            ("webhook-signature".to_string(), signature_header(&keys, msg_id, timestamp, &body)),
+        ];
+        headers.extend(endpoint.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(OutgoingWebhook {
+            url: endpoint.url.clone(),
+            headers,
+            body,
+            timeout: Duration::from_secs(u64::from(endpoint.timeout_secs)),
+        })
+    }
+
+    async fn send_and_record(
+        &self,
+        delivery: Delivery,
+        endpoint: Endpoint,
+        event: Event,
+        message: &ReceivedMessage,
+    ) -> Result<MessageOutcome, StoreError> {
+        let service = &self.service;
+        let started_at = service.clock().now();
+        let timestamp = started_at.timestamp();
+        let request = match self.build_request(&endpoint, &event, timestamp) {
+            Ok(request) => request,
+            Err(err) => return Err(StoreError::Corrupt(format!("cannot build request: {err}"))),
+        };
+        let clock_start = Instant::now();
+        let result = self.sender.send(request).await;
+        let duration_ms = clock_start.elapsed().as_millis() as u64;
+        let now = service.clock().now();
+        let number = delivery.attempt_count + 1;
+        let schedule = &service.config().retry_schedule;
+
+        let (status, response, error, succeeded, retry_after) = match &result {
+            Ok(r) => {
+                let ok = (200..300).contains(&r.status);
+                let error = (!ok).then(|| format!("endpoint answered HTTP {}", r.status));
+                (ResponseStatus::Http(r.status), r.body.clone(), error, ok, r.retry_after)
+            }
+            Err(f) => (ResponseStatus::Error(f.code), None, Some(f.message.clone()), false, None),
+        };
+        let gone = matches!(status, ResponseStatus::Http(410));
+        let exhausted = !succeeded && (gone || number >= delivery.max_attempts);
+        let next_delay = (!succeeded && !exhausted).then(|| match (status, retry_after) {
+            (ResponseStatus::Http(429 | 503), Some(requested)) => schedule.clamp_retry_after(requested),
+            _ => schedule.delay_after(number, rand::random::<f64>()),
+        });
+        let status_after = if succeeded {
+            DeliveryStatus::Succeeded
+        } else if exhausted {
+            DeliveryStatus::Failed
+        } else {
+            DeliveryStatus::Retrying
+        };
+        let attempt = DeliveryAttempt {
+            id: Id::new(IdKind::Attempt, started_at),
+            application_id: delivery.application_id.clone(),
+            delivery_id: delivery.id.clone(),
+            number,
+            started_at,
+            duration_ms,
+            response_status: status,
+            response: response.clone(),
+            error: error.clone(),
+            next_delay_secs: next_delay.map(|d| d.as_secs()),
+            expires_at: delivery.expires_at,
+        };
+        let expected = delivery.attempt_count;
+        let updated = Delivery {
+            status: status_after,
+            attempt_count: number,
+            response_status: Some(status),
+            response_body: response,
+            error_message: error,
+            timestamp_sent: Some(timestamp),
+            next_attempt_at: next_delay.and_then(|d| chrono::Duration::from_std(d).ok()).map(|d| now + d),
+            delivered_at: succeeded.then_some(now),
+            updated_at: now,
+            ..delivery
+        };
+        tracing::info!(
+            endpoint_id = %endpoint.id,
+            attempt = number,
+            status = %status.to_stored(),
+            duration_ms,
+            outcome = status_after.as_str(),
+            "delivery attempt"
+        );
+        let (app_id, delivery_id) = (updated.application_id.clone(), updated.id.clone());
+        if !self.record(updated, attempt, expected).await? {
+            return self.after_lost_race(&app_id, &delivery_id, message).await;
+        }
+        self.update_endpoint_health(&endpoint, succeeded, gone).await;
+        match next_delay {
+            Some(delay) => {
+                self.set_visibility(message, delay).await;
+                Ok(MessageOutcome::RetryLater)
+            }
+            None => Ok(MessageOutcome::Done),
+        }
+    }
+
+    /// 410 disables at once; five days of nothing but failures disables too.
+    async fn update_endpoint_health(&self, endpoint: &Endpoint, succeeded: bool, gone: bool) {
+        let store = self.service.store();
+        let now = self.service.clock().now();
+        let result = if succeeded {
+            match endpoint.failing_since {
+                Some(_) => store.set_endpoint_failing_since(&endpoint.application_id, &endpoint.id, None).await,
+                None => Ok(()),
+            }
+        } else if gone {
+            store.disable_endpoint(&endpoint.application_id, &endpoint.id, "endpoint answered 410 Gone", now).await
+        } else {
+            match endpoint.failing_since {
+                None => store.set_endpoint_failing_since(&endpoint.application_id, &endpoint.id, Some(now)).await,
+                Some(since) if now - since >= chrono::Duration::days(AUTO_DISABLE_AFTER_DAYS) => {
+                    let reason = format!("every delivery failed for {AUTO_DISABLE_AFTER_DAYS} days (since {})", since.to_rfc3339());
+                    store.disable_endpoint(&endpoint.application_id, &endpoint.id, &reason, now).await
+                }
+                Some(_) => Ok(()),
+            }
+        };
+        if let Err(err) = result {
+            tracing::warn!(error = %err, endpoint_id = %endpoint.id, "could not update endpoint health");
+        }
+    }
+}

@@ -1,0 +1,304 @@
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{ListPage, ListQuery, Principal, Published, ServiceError, ServiceResult, Skyhook, Violations, validate};
+use crate::domain::limits::*;
+use crate::domain::{Endpoint, Id, IdKind, PayloadFormat, Scope, Timestamp};
+use crate::ports::{EndpointFilter, EndpointStats};
+use crate::signing::{decode_secret, generate_secret};
+use crate::ssrf::check_url_at_create;
+
+/// A whole endpoint as sent to create (POST) or replace (PUT).
+#[derive(Debug, Clone, Default)]
+pub struct EndpointInput {
+    pub url: String,
+    pub description: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub max_attempts: Option<u32>,
+    pub timeout_secs: Option<u32>,
+    pub payload_format: Option<PayloadFormat>,
+    pub is_active: Option<bool>,
+    /// A `whsec_` secret to use instead of a generated one (create only).
+    pub secret: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// The fields a PATCH changes; `description: Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointPatch {
+    pub url: Option<String>,
+    pub description: Option<Option<String>>,
+    pub event_types: Option<Vec<String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub max_attempts: Option<u32>,
+    pub timeout_secs: Option<u32>,
+    pub payload_format: Option<PayloadFormat>,
+    pub is_active: Option<bool>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// The only responses that carry the signing secret: create and rotate.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedEndpoint {
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TestEvent {
+    pub event_type: Option<String>,
+    pub payload: Option<serde_json::Value>,
+}
+
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
+
+impl Skyhook {
+    async fn check_endpoint_fields(&self, v: &mut Violations, app_id: &Id, patch: &EndpointPatch) -> ServiceResult<()> {
+        if let Some(url) = &patch.url
+            && let Err(rejection) = check_url_at_create(url, self.config.require_https, &self.config.address_policy)
+        {
+            v.add("url", rejection.to_string());
+        }
+        if let Some(Some(description)) = &patch.description {
+            validate::description(v, "description", Some(description));
+        }
+        if let Some(headers) = &patch.headers {
+            validate::custom_headers(v, "headers", headers);
+        }
+        if let Some(metadata) = &patch.metadata {
+            validate::metadata(v, "metadata", metadata);
+        }
+        validate::in_range(v, "maxAttempts", patch.max_attempts, 1, MAX_MAX_ATTEMPTS);
+        validate::in_range(v, "timeoutSecs", patch.timeout_secs, 1, MAX_TIMEOUT_SECS);
+        if let Some(types) = &patch.event_types {
+            if types.len() > MAX_EVENT_TYPES_PER_ENDPOINT {
+                v.add("eventTypes", format!("must have at most {MAX_EVENT_TYPES_PER_ENDPOINT} entries"));
+                return Ok(());
+            }
+            for (i, name) in types.iter().enumerate() {
+                let field = format!("eventTypes[{i}]");
+                match self.store.get_event_type(app_id, name).await? {
+                    Some(_) => {}
+                    None => v.add(field, format!("unknown event type {name:?}; create it first")),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn find_endpoint(&self, app_id: &Id, id: &str) -> ServiceResult<Endpoint> {
+        let id = Id::parse(IdKind::Endpoint, id).ok_or(ServiceError::NotFound("endpoint"))?;
+        self.store.get_endpoint(app_id, &id).await?.ok_or(ServiceError::NotFound("endpoint"))
+    }
+
+    pub async fn create_endpoint(&self, who: &Principal, input: EndpointInput) -> ServiceResult<CreatedEndpoint> {
+        let app = who.require(Scope::WebhooksWrite)?;
+        let mut v = Violations::new();
+        if input.url.is_empty() {
+            v.add("url", "is required");
+        }
+        if let Some(secret) = &input.secret
+            && decode_secret(secret).is_err()
+        {
+            v.add("secret", "must be whsec_ followed by base64 of 24 to 64 bytes");
+        }
+        let fields = EndpointPatch {
+            url: Some(input.url.clone()).filter(|u| !u.is_empty()),
+            description: Some(input.description.clone()),
+            event_types: input.event_types.clone(),
+            headers: input.headers.clone(),
+            max_attempts: input.max_attempts,
+            timeout_secs: input.timeout_secs,
+            payload_format: input.payload_format,
+            is_active: input.is_active,
+            metadata: input.metadata.clone(),
+        };
+        self.check_endpoint_fields(&mut v, &app.application_id, &fields).await?;
+        v.into_result()?;
+        let secret = input.secret.unwrap_or_else(generate_secret);
+        let now = self.clock.now();
+        let mut event_types = input.event_types.unwrap_or_default();
+        event_types.sort();
+        event_types.dedup();
+        let endpoint = Endpoint {
+            id: Id::new(IdKind::Endpoint, now),
+            application_id: app.application_id.clone(),
+            url: input.url,
+            description: input.description,
+            event_types,
+            headers: input.headers.unwrap_or_default(),
+            max_attempts: input.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            timeout_secs: input.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS),
+            payload_format: input.payload_format.unwrap_or_default(),
+            is_active: input.is_active.unwrap_or(true),
+            disabled_reason: None,
+            metadata: input.metadata.unwrap_or_default(),
+            secret_encrypted: self.secret_box.seal(&secret),
+            secret_last4: last4(&secret),
+            previous_secret_encrypted: None,
+            previous_secret_expires_at: None,
+            failing_since: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.create_endpoint(&endpoint).await?;
+        Ok(CreatedEndpoint { endpoint, secret })
+    }
+
+    pub async fn list_endpoints(
+        &self,
+        who: &Principal,
+        filter: EndpointFilter,
+        query: &ListQuery,
+    ) -> ServiceResult<ListPage<Endpoint>> {
+        let app = who.require(Scope::WebhooksRead)?;
+        let tenant = app.application_id.as_str();
+        let page = self.page_request(query, tenant, "endpoints")?;
+        let found = self.store.list_endpoints(&app.application_id, &filter, &page).await?;
+        Ok(self.list_page(found, tenant, "endpoints", |e| e))
+    }
+
+    pub async fn get_endpoint(&self, who: &Principal, id: &str) -> ServiceResult<Endpoint> {
+        let app = who.require(Scope::WebhooksRead)?;
+        self.find_endpoint(&app.application_id, id).await
+    }
+
+    /// PUT: every field takes the given value or its default.
+    pub async fn replace_endpoint(&self, who: &Principal, id: &str, input: EndpointInput) -> ServiceResult<Endpoint> {
+        if input.secret.is_some() {
+            return Err(ServiceError::field("secret", "cannot be replaced here; use POST /v1/endpoints/{id}/rotate-secret"));
+        }
+        if input.url.is_empty() {
+            return Err(ServiceError::field("url", "is required"));
+        }
+        let patch = EndpointPatch {
+            url: Some(input.url),
+            description: Some(input.description),
+            event_types: Some(input.event_types.unwrap_or_default()),
+            headers: Some(input.headers.unwrap_or_default()),
+            max_attempts: Some(input.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)),
+            timeout_secs: Some(input.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS)),
+            payload_format: Some(input.payload_format.unwrap_or_default()),
+            is_active: Some(input.is_active.unwrap_or(true)),
+            metadata: Some(input.metadata.unwrap_or_default()),
+        };
+        self.update_endpoint(who, id, patch).await
+    }
+
+    pub async fn update_endpoint(&self, who: &Principal, id: &str, patch: EndpointPatch) -> ServiceResult<Endpoint> {
+        let app = who.require(Scope::WebhooksWrite)?;
+        let mut endpoint = self.find_endpoint(&app.application_id, id).await?;
+        let mut v = Violations::new();
+        self.check_endpoint_fields(&mut v, &app.application_id, &patch).await?;
+        v.into_result()?;
+        if let Some(url) = patch.url {
+            endpoint.url = url;
+        }
+        if let Some(description) = patch.description {
+            endpoint.description = description;
+        }
+        if let Some(mut types) = patch.event_types {
+            types.sort();
+            types.dedup();
+            endpoint.event_types = types;
+        }
+        if let Some(headers) = patch.headers {
+            endpoint.headers = headers;
+        }
+        if let Some(n) = patch.max_attempts {
+            endpoint.max_attempts = n;
+        }
+        if let Some(n) = patch.timeout_secs {
+            endpoint.timeout_secs = n;
+        }
+        if let Some(format) = patch.payload_format {
+            endpoint.payload_format = format;
+        }
+        if let Some(metadata) = patch.metadata {
+            endpoint.metadata = metadata;
+        }
+        if let Some(active) = patch.is_active {
+            if active && !endpoint.is_active {
+                // Re-enabling starts a fresh failure streak.
+                endpoint.disabled_reason = None;
+                endpoint.failing_since = None;
+            }
+            if !active && endpoint.is_active {
+                endpoint.disabled_reason = Some("disabled by the application".into());
+            }
+            endpoint.is_active = active;
+        }
+        endpoint.updated_at = self.clock.now();
+        if !self.store.update_endpoint(&endpoint).await? {
+            return Err(ServiceError::NotFound("endpoint"));
+        }
+        Ok(endpoint)
+    }
+
+    pub async fn delete_endpoint(&self, who: &Principal, id: &str) -> ServiceResult<()> {
+        let app = who.require(Scope::WebhooksWrite)?;
+        let endpoint = self.find_endpoint(&app.application_id, id).await?;
+        if !self.store.delete_endpoint(&app.application_id, &endpoint.id).await? {
+            return Err(ServiceError::NotFound("endpoint"));
+        }
+        Ok(())
+    }
+
+    /// New secret; the old one keeps signing (second signature) for 24 h.
+    pub async fn rotate_endpoint_secret(
+        &self,
+        who: &Principal,
+        id: &str,
+        new_secret: Option<String>,
+    ) -> ServiceResult<CreatedEndpoint> {
+        let app = who.require(Scope::WebhooksWrite)?;
+        if let Some(secret) = &new_secret
+            && decode_secret(secret).is_err()
+        {
+            return Err(ServiceError::field("secret", "must be whsec_ followed by base64 of 24 to 64 bytes"));
+        }
+        let mut endpoint = self.find_endpoint(&app.application_id, id).await?;
+        let secret = new_secret.unwrap_or_else(generate_secret);
+        let now = self.clock.now();
+        endpoint.previous_secret_encrypted = Some(std::mem::replace(&mut endpoint.secret_encrypted, self.secret_box.seal(&secret)));
+        endpoint.previous_secret_expires_at = Some(now + chrono::Duration::hours(SECRET_ROTATION_OVERLAP_HOURS));
+        endpoint.secret_last4 = last4(&secret);
+        endpoint.updated_at = now;
+        if !self.store.update_endpoint(&endpoint).await? {
+            return Err(ServiceError::NotFound("endpoint"));
+        }
+        Ok(CreatedEndpoint { endpoint, secret })
+    }
+
+    /// Publishes an event delivered to this endpoint only.
+    pub async fn send_test_event(&self, who: &Principal, id: &str, test: TestEvent) -> ServiceResult<Published> {
+        let app = who.require(Scope::WebhooksWrite)?;
+        let endpoint = self.find_endpoint(&app.application_id, id).await?;
+        let event_type = test.event_type.unwrap_or_else(|| TEST_EVENT_TYPE.to_string());
+        let mut v = Violations::new();
+        validate::event_type_name(&mut v, "eventType", &event_type);
+        v.into_result()?;
+        let payload = test.payload.unwrap_or_else(|| {
+            serde_json::json!({ "message": "This is a test webhook from Skyhook.", "endpointId": endpoint.id })
+        });
+        self.publish_checked(&app.application_id, event_type, payload, None, Some(endpoint.id), false).await
+    }
+
+    pub async fn endpoint_stats(&self, who: &Principal, id: &str, since: Option<Timestamp>) -> ServiceResult<EndpointStats> {
+        let app = who.require(Scope::WebhooksRead)?;
+        let endpoint = self.find_endpoint(&app.application_id, id).await?;
+        let since = since.unwrap_or_else(|| self.clock.now() - chrono::Duration::hours(24));
+        let mut stats = self.store.endpoint_stats(&app.application_id, &endpoint.id, since).await?;
+        stats.since = Some(since);
+        Ok(stats)
+    }
+}
+
+fn last4(secret: &str) -> String {
+    let chars: Vec<char> = secret.chars().collect();
+    chars[chars.len().saturating_sub(4)..].iter().collect()
+}

@@ -1,0 +1,101 @@
+//! Fan-out: an accepted event becomes one delivery per matching endpoint and
+//! one queue message per delivery. Every step is idempotent (delivery ids are
+//! derived from event and endpoint), so a fan-out interrupted anywhere is
+//! simply run again: by the DynamoDB stream's retries on AWS, by the outbox
+//! sweep on the embedded backend. The event is marked fanned out last.
+
+use super::dispatcher::DeliveryTask;
+use super::{ServiceResult, Skyhook};
+use crate::domain::limits::MAX_PAGE_LIMIT;
+use crate::domain::{Delivery, DeliveryStatus, Endpoint, Event, Id, IdKind};
+use crate::ports::{EndpointFilter, OutgoingMessage, PageRequest};
+
+impl Skyhook {
+    pub async fn fan_out(&self, event: &Event) -> ServiceResult<u32> {
+        if event.fanned_out {
+            return Ok(event.delivery_count);
+        }
+        let endpoints = self.matching_endpoints(event).await?;
+        let deliveries: Vec<Delivery> = endpoints.iter().map(|ep| self.new_delivery(event, ep, None)).collect();
+        self.store.insert_deliveries(&deliveries).await?;
+        self.enqueue(&deliveries).await?;
+        let count = deliveries.len() as u32;
+        self.store.mark_event_fanned_out(&event.application_id, &event.id, count).await?;
+        tracing::debug!(event_id = %event.id, deliveries = count, "event fanned out");
+        Ok(count)
+    }
+
+    /// Fans out every event still waiting (after a crash, or when woken by a
+    /// publish). Returns how many events it completed.
+    pub async fn sweep_fanout(&self, limit: usize) -> ServiceResult<usize> {
+        let events = self.store.events_awaiting_fanout(limit).await?;
+        let mut done = 0;
+        for event in &events {
+            match self.fan_out(event).await {
+                Ok(_) => done += 1,
+                Err(err) => {
+                    tracing::warn!(event_id = %event.id, error = %err, "fan-out failed; will retry");
+                    return Err(err);
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    async fn matching_endpoints(&self, event: &Event) -> ServiceResult<Vec<Endpoint>> {
+        if let Some(target) = &event.target_endpoint_id {
+            return Ok(self.store.get_endpoint(&event.application_id, target).await?.into_iter().collect());
+        }
+        let filter = EndpointFilter { is_active: Some(true), event_type: Some(event.event_type.clone()) };
+        let mut page = PageRequest::first(MAX_PAGE_LIMIT);
+        let mut endpoints = Vec::new();
+        loop {
+            let found = self.store.list_endpoints(&event.application_id, &filter, &page).await?;
+            endpoints.extend(found.items.into_iter().filter(|ep| ep.is_active && ep.subscribes_to(&event.event_type)));
+            match found.next {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
+        }
+        Ok(endpoints)
+    }
+
+    pub(crate) fn new_delivery(&self, event: &Event, endpoint: &Endpoint, retry_of: Option<&Delivery>) -> Delivery {
+        let now = self.clock.now();
+        let id = match retry_of {
+            None => Id::derived(IdKind::Delivery, event.created_at, &[event.id.as_str(), endpoint.id.as_str()]),
+            Some(_) => Id::new(IdKind::Delivery, now),
+        };
+        Delivery {
+            id,
+            application_id: event.application_id.clone(),
+            event_id: event.id.clone(),
+            endpoint_id: endpoint.id.clone(),
+            event_type: event.event_type.clone(),
+            status: DeliveryStatus::Pending,
+            attempt_count: 0,
+            max_attempts: endpoint.max_attempts,
+            response_status: None,
+            response_body: None,
+            error_message: None,
+            timestamp_sent: None,
+            next_attempt_at: Some(now),
+            retry_of: retry_of.map(|d| d.id.clone()),
+            retried_by: None,
+            delivered_at: None,
+            created_at: now,
+            updated_at: now,
+            // A retry lives as long as the event it re-sends.
+            expires_at: event.expires_at,
+        }
+    }
+
+    pub(crate) async fn enqueue(&self, deliveries: &[Delivery]) -> ServiceResult<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let messages = deliveries.iter().map(|d| OutgoingMessage::now(DeliveryTask::for_delivery(d).to_body())).collect();
+        self.queue.send_batch(messages).await?;
+        Ok(())
+    }
+}
