@@ -13,12 +13,27 @@ use crate::crypto::{random_bytes, random_token};
 use crate::ports::{SecretMaterial, Secrets, SecretsError};
 
 /// The secret's JSON document: `{"adminToken","dataKey","jwtKey"}`, keys base64.
+///
+/// `dataKey` and `jwtKey` may be left out: they are then derived from the
+/// admin token (HMAC-SHA256 with distinct labels). That lets CloudFormation's
+/// `GenerateSecretString`, which generates one field, create a working secret.
+/// Pin both explicitly before ever rotating the admin token, or the endpoint
+/// secrets sealed under the derived data key can no longer be opened.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretDocument {
     pub admin_token: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub data_key: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub jwt_key: String,
+}
+
+fn derive_key(admin_token: &str, label: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(admin_token.as_bytes()).expect("any key length");
+    mac.update(label.as_bytes());
+    STANDARD.encode(mac.finalize().into_bytes())
 }
 
 impl SecretDocument {
@@ -36,7 +51,16 @@ impl SecretDocument {
         doc.into_material()
     }
 
-    pub fn into_material(self) -> Result<SecretMaterial, SecretsError> {
+    pub fn into_material(mut self) -> Result<SecretMaterial, SecretsError> {
+        if self.admin_token.len() < 16 {
+            return Err(SecretsError::Malformed("adminToken must be at least 16 characters".into()));
+        }
+        if self.data_key.is_empty() {
+            self.data_key = derive_key(&self.admin_token, "skyhook data key v1");
+        }
+        if self.jwt_key.is_empty() {
+            self.jwt_key = derive_key(&self.admin_token, "skyhook jwt key v1");
+        }
         let data_key: [u8; 32] = STANDARD
             .decode(&self.data_key)
             .ok()
@@ -47,9 +71,6 @@ impl SecretDocument {
             .ok()
             .filter(|k| k.len() >= 32)
             .ok_or_else(|| SecretsError::Malformed("jwtKey must be base64 of at least 32 bytes".into()))?;
-        if self.admin_token.len() < 16 {
-            return Err(SecretsError::Malformed("adminToken must be at least 16 characters".into()));
-        }
         Ok(SecretMaterial { admin_token: self.admin_token, data_key, jwt_key })
     }
 }
@@ -123,5 +144,35 @@ impl StaticSecrets {
 impl Secrets for StaticSecrets {
     async fn load(&self) -> Result<SecretMaterial, SecretsError> {
         Ok(self.0.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_full_document_then_it_parses() {
+        let json = serde_json::to_string(&SecretDocument::generate()).unwrap();
+        assert!(SecretDocument::parse(&json).is_ok());
+    }
+
+    #[test]
+    fn given_only_an_admin_token_then_distinct_keys_are_derived_deterministically() {
+        let a = SecretDocument::parse(r#"{"adminToken":"0123456789abcdef0123456789abcdef"}"#).unwrap();
+        let b = SecretDocument::parse(r#"{"adminToken":"0123456789abcdef0123456789abcdef"}"#).unwrap();
+        assert_eq!(a.data_key, b.data_key);
+        assert_ne!(a.data_key.to_vec(), a.jwt_key);
+        let other = SecretDocument::parse(r#"{"adminToken":"fedcba9876543210fedcba9876543210"}"#).unwrap();
+        assert_ne!(a.data_key, other.data_key);
+    }
+
+    #[test]
+    fn given_bad_documents_then_the_error_names_the_field() {
+        let short = SecretDocument::parse(r#"{"adminToken":"short"}"#).unwrap_err();
+        assert!(short.to_string().contains("adminToken"));
+        let bad_key = SecretDocument::parse(r#"{"adminToken":"0123456789abcdef0123","dataKey":"AAAA"}"#).unwrap_err();
+        assert!(bad_key.to_string().contains("dataKey"));
+        assert!(SecretDocument::parse("not json").is_err());
     }
 }

@@ -1,0 +1,4 @@
+//! AWS adapters (feature `aws`): DynamoDB store, SQS queue, Secrets Manager.
+
+pub mod secrets;
+pub mod sqs;

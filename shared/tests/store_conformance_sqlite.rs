@@ -1,0 +1,152 @@
+//! The store conformance suite against `SqliteStore`, plus what only the
+//! SQLite backend promises (persistence of the file, `backend_name`, the
+//! unique key-hash index, concurrent writers).
+
+#[macro_use]
+mod conformance;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono::Duration;
+use skyhook::adapters::sqlite::SqliteStore;
+use skyhook::domain::{ApiKey, DeliveryStatus, EventStatus, ResponseStatus};
+use skyhook::ports::{Clock, EventFilter, InsertEvent, ManualClock, PageRequest, Store, StoreError};
+
+use conformance::Ctx;
+
+/// A fresh store in its own throw-away database file.
+async fn make_store(clock: Arc<ManualClock>) -> Arc<dyn Store> {
+    Arc::new(SqliteStore::open_in_memory(clock).expect("open a temporary SQLite store"))
+}
+
+store_conformance_tests!(make_store);
+
+/// A unique database path in the temp dir, removed (with WAL/SHM) on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let name = format!("skyhook-test-{tag}-{}-{nanos}-{}.sqlite", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        TempDb(std::env::temp_dir().join(name))
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn ctx_for(store: SqliteStore, clock: Arc<ManualClock>) -> Ctx {
+    Ctx { store: Arc::new(store), clock }
+}
+
+#[tokio::test]
+async fn given_a_sqlite_store_then_it_names_its_backend_sqlite() {
+    let clock = Arc::new(ManualClock::new(conformance::start_time()));
+    let store = SqliteStore::open_in_memory(clock).unwrap();
+    assert_eq!(store.backend_name(), "sqlite");
+}
+
+#[tokio::test]
+async fn given_data_written_when_the_file_is_reopened_then_everything_is_still_there() {
+    // GIVEN a store on a file with an application, an endpoint, an event and a recorded attempt
+    let db = TempDb::new("reopen");
+    let clock = Arc::new(ManualClock::new(conformance::start_time()));
+    let ctx = ctx_for(SqliteStore::open(&db.0, clock.clone()).unwrap(), clock.clone());
+    let app = conformance::create_app(&ctx, "A").await;
+    let ep = conformance::create_endpoint(&ctx, &app.id, &["invoice.paid"]).await;
+    let (ev, ds) = conformance::fanned_out_event(&ctx, &app.id, "invoice.paid", &[&ep]).await;
+    let mut d = ds.into_iter().next().unwrap();
+    let attempt = conformance::record(&ctx, &mut d, ResponseStatus::Http(200), 7, DeliveryStatus::Succeeded).await;
+    drop(ctx);
+
+    // WHEN the file is opened again
+    let ctx = ctx_for(SqliteStore::open(&db.0, clock.clone()).unwrap(), clock);
+
+    // THEN every item reads back the same
+    assert_eq!(ctx.store.get_application(&app.id).await.unwrap(), Some(app.clone()));
+    assert_eq!(ctx.store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep));
+    let got = ctx.store.get_event(&app.id, &ev.id).await.unwrap().unwrap();
+    assert_eq!((got.status, got.succeeded_count), (EventStatus::Succeeded, 1));
+    assert_eq!(ctx.store.get_delivery(&app.id, &d.id).await.unwrap(), Some(d.clone()));
+    assert_eq!(ctx.store.list_attempts(&app.id, &d.id).await.unwrap(), vec![attempt]);
+}
+
+#[tokio::test]
+async fn given_a_key_hash_in_use_when_another_key_has_the_same_hash_then_it_conflicts() {
+    let clock = Arc::new(ManualClock::new(conformance::start_time()));
+    let ctx = ctx_for(SqliteStore::open_in_memory(clock.clone()).unwrap(), clock);
+    let app = conformance::create_app(&ctx, "A").await;
+    let first = conformance::api_key(&ctx, &app.id, "first");
+    ctx.store.create_api_key(&first).await.unwrap();
+    let second = ApiKey { key_hash: first.key_hash.clone(), ..conformance::api_key(&ctx, &app.id, "second") };
+    assert!(matches!(ctx.store.create_api_key(&second).await, Err(StoreError::Conflict(_))));
+    assert_eq!(ctx.store.get_api_key(&second.id).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn given_many_concurrent_publishes_when_they_land_then_all_are_stored_and_keys_dedupe() {
+    // GIVEN one application
+    let clock = Arc::new(ManualClock::new(conformance::start_time()));
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory(clock.clone()).unwrap());
+    let ctx = Ctx { store: store.clone(), clock: clock.clone() };
+    let app = conformance::create_app(&ctx, "A").await;
+
+    // WHEN 200 events are published at once, 100 with distinct keys and 100 reusing 10 keys
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let mut ev = conformance::event(&ctx, &app.id, "invoice.paid");
+        ev.idempotency_key = Some(if i < 100 { format!("unique-{i}") } else { format!("shared-{}", i % 10) });
+        let store = store.clone();
+        let window = clock.now() - Duration::hours(24);
+        tasks.push(tokio::spawn(async move { store.insert_event(&ev, window).await.unwrap() }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        if task.await.unwrap() == InsertEvent::Created {
+            created += 1;
+        }
+    }
+    // THEN exactly one event per key exists
+    assert_eq!(created, 110);
+    let mut total = 0;
+    let mut after = None;
+    loop {
+        let page = store.list_events(&app.id, &EventFilter::default(), &PageRequest { limit: 50, after }).await.unwrap();
+        total += page.items.len();
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(total, 110);
+}
+
+#[tokio::test]
+async fn given_expired_rows_when_purged_then_they_are_removed_and_live_ones_stay() {
+    let clock = Arc::new(ManualClock::new(conformance::start_time()));
+    let sqlite = SqliteStore::open_in_memory(clock.clone()).unwrap();
+    let ctx = ctx_for(sqlite.clone(), clock.clone());
+    let app = conformance::create_app(&ctx, "A").await;
+    let ep = conformance::create_endpoint(&ctx, &app.id, &[]).await;
+    let (_, ds) = conformance::fanned_out_event(&ctx, &app.id, "invoice.paid", &[&ep]).await;
+    let mut d = ds.into_iter().next().unwrap();
+    conformance::record(&ctx, &mut d, ResponseStatus::Http(500), 3, DeliveryStatus::Retrying).await;
+    clock.advance(Duration::days(20));
+    let live = conformance::insert_event(&ctx, &app.id, "invoice.paid").await;
+
+    assert_eq!(sqlite.purge_expired().await.unwrap(), 0);
+    clock.advance(Duration::days(12));
+    // event + delivery + attempt
+    assert_eq!(sqlite.purge_expired().await.unwrap(), 3);
+    assert!(ctx.store.get_event(&app.id, &live.id).await.unwrap().is_some());
+}
