@@ -9,6 +9,8 @@ pub mod adapters;
 pub mod api;
 pub mod crypto;
 pub mod domain;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod ports;
 pub mod retry;
 pub mod sender;

@@ -149,7 +149,8 @@ async fn given_an_application_with_data_when_deleted_then_it_is_204_and_gone_wit
     app.publish(&tenant, "order.created", json!({ "id": 1 })).await;
     app.fan_out().await;
     // WHEN
-    let (status, body, _) = app.call("DELETE", &format!("/v1/applications/{}", tenant.app_id), Some(&app.admin), None).await;
+    let (status, body, _) =
+        app.call("DELETE", &format!("/v1/applications/{}", tenant.app_id), Some(&app.admin), None).await;
     // THEN
     assert_eq!(status, 204);
     assert!(body.is_null());
@@ -185,7 +186,13 @@ async fn given_an_application_when_an_api_key_is_created_then_it_is_201_with_id_
     let app_id = str_of(&created, "id");
     // WHEN
     let key = app
-        .expect(201, "POST", &format!("/v1/applications/{app_id}/api-keys"), Some(&app.admin), Some(json!({ "name": "ci" })))
+        .expect(
+            201,
+            "POST",
+            &format!("/v1/applications/{app_id}/api-keys"),
+            Some(&app.admin),
+            Some(json!({ "name": "ci" })),
+        )
         .await;
     // THEN
     assert!(str_of(&key, "id").starts_with("key_"), "{key}");
@@ -258,7 +265,12 @@ async fn given_an_api_key_when_revoked_then_it_is_204_listed_as_revoked_and_reje
     app.expect(200, "GET", "/v1/endpoints", Some(&tenant.key), None).await;
     // WHEN
     let (status, body, _) = app
-        .call("DELETE", &format!("/v1/applications/{}/api-keys/{}", tenant.app_id, tenant.key_id), Some(&app.admin), None)
+        .call(
+            "DELETE",
+            &format!("/v1/applications/{}/api-keys/{}", tenant.app_id, tenant.key_id),
+            Some(&app.admin),
+            None,
+        )
         .await;
     // THEN
     assert_eq!(status, 204);
@@ -282,9 +294,8 @@ async fn given_a_key_of_another_application_when_revoked_through_this_one_then_i
     // THEN
     assert_problem(&reply, 404, None);
     app.expect(200, "GET", "/v1/endpoints", Some(&b.key), None).await;
-    let reply = app
-        .call("DELETE", &format!("/v1/applications/{}/api-keys/key_nope", a.app_id), Some(&app.admin), None)
-        .await;
+    let reply =
+        app.call("DELETE", &format!("/v1/applications/{}/api-keys/key_nope", a.app_id), Some(&app.admin), None).await;
     assert_problem(&reply, 404, None);
 }
 
@@ -296,7 +307,12 @@ async fn given_an_unknown_application_when_a_key_is_created_or_listed_then_it_is
     app.expect(204, "DELETE", &format!("/v1/applications/{}", gone.app_id), Some(&app.admin), None).await;
     // WHEN
     let create = app
-        .call("POST", &format!("/v1/applications/{}/api-keys", gone.app_id), Some(&app.admin), Some(json!({ "name": "k" })))
+        .call(
+            "POST",
+            &format!("/v1/applications/{}/api-keys", gone.app_id),
+            Some(&app.admin),
+            Some(json!({ "name": "k" })),
+        )
         .await;
     let list = app.call("GET", &format!("/v1/applications/{}/api-keys", gone.app_id), Some(&app.admin), None).await;
     // THEN

@@ -106,8 +106,10 @@ async fn given_endpoints_with_filters_when_listed_by_is_active_and_event_type_th
     let tenant = app.new_tenant("a").await;
     app.create_event_type(&tenant, "a").await;
     app.create_event_type(&tenant, "b").await;
-    let only_a = str_of(&app.create_endpoint(&tenant, json!({ "url": OK_URL, "eventTypes": ["a"] })).await, "id").to_string();
-    let only_b = str_of(&app.create_endpoint(&tenant, json!({ "url": OK_URL, "eventTypes": ["b"] })).await, "id").to_string();
+    let only_a =
+        str_of(&app.create_endpoint(&tenant, json!({ "url": OK_URL, "eventTypes": ["a"] })).await, "id").to_string();
+    let only_b =
+        str_of(&app.create_endpoint(&tenant, json!({ "url": OK_URL, "eventTypes": ["b"] })).await, "id").to_string();
     let all = app.endpoint_at(&tenant, OK_URL).await;
     let inactive_a = str_of(
         &app.create_endpoint(&tenant, json!({ "url": OK_URL, "eventTypes": ["a"], "isActive": false })).await,
@@ -126,7 +128,11 @@ async fn given_endpoints_with_filters_when_listed_by_is_active_and_event_type_th
     assert_eq!(list("?eventType=b&isActive=true").await, sorted(vec![only_b.clone(), all.clone()]));
     assert_eq!(list("?eventType=a&isActive=false").await, vec![inactive_a.clone()]);
     assert_eq!(list("").await.len(), 4);
-    assert_problem(&app.call("GET", "/v1/endpoints?isActive=yes", Some(&tenant.key), None).await, 400, Some("isActive"));
+    assert_problem(
+        &app.call("GET", "/v1/endpoints?isActive=yes", Some(&tenant.key), None).await,
+        400,
+        Some("isActive"),
+    );
 }
 
 #[tokio::test]
@@ -167,8 +173,7 @@ async fn given_an_endpoint_when_patched_then_it_is_200_and_only_the_given_fields
     // GIVEN
     let app = TestApp::new();
     let tenant = app.new_tenant("a").await;
-    let created =
-        app.create_endpoint(&tenant, json!({ "url": OK_URL, "description": "d", "maxAttempts": 3 })).await;
+    let created = app.create_endpoint(&tenant, json!({ "url": OK_URL, "description": "d", "maxAttempts": 3 })).await;
     let id = str_of(&created, "id");
     // WHEN
     let patched = app
@@ -256,10 +261,21 @@ async fn given_a_supplied_secret_when_rotating_then_it_becomes_the_secret_and_a_
     let mine = skyhook::signing::generate_secret();
     // WHEN
     let rotated = app
-        .expect(200, "POST", &format!("/v1/endpoints/{id}/rotate-secret"), Some(&tenant.key), Some(json!({ "secret": mine })))
+        .expect(
+            200,
+            "POST",
+            &format!("/v1/endpoints/{id}/rotate-secret"),
+            Some(&tenant.key),
+            Some(json!({ "secret": mine })),
+        )
         .await;
     let bad = app
-        .call("POST", &format!("/v1/endpoints/{id}/rotate-secret"), Some(&tenant.key), Some(json!({ "secret": "whsec_x" })))
+        .call(
+            "POST",
+            &format!("/v1/endpoints/{id}/rotate-secret"),
+            Some(&tenant.key),
+            Some(json!({ "secret": "whsec_x" })),
+        )
         .await;
     // THEN
     assert_eq!(rotated["secret"], mine);
@@ -284,7 +300,8 @@ async fn given_two_endpoints_when_one_is_tested_then_it_is_202_with_an_event_tha
     assert_eq!(event["eventType"], "webhook.test");
     assert_eq!(event["targetEndpointId"], target);
     app.fan_out().await;
-    let deliveries = app.expect(200, "GET", &format!("/v1/deliveries?eventId={event_id}"), Some(&tenant.key), None).await;
+    let deliveries =
+        app.expect(200, "GET", &format!("/v1/deliveries?eventId={event_id}"), Some(&tenant.key), None).await;
     let data = deliveries["data"].as_array().unwrap();
     assert_eq!(data.len(), 1, "{deliveries}");
     assert_eq!(data[0]["endpointId"], target);
@@ -366,55 +383,64 @@ async fn given_deliveries_to_two_endpoints_when_one_endpoints_deliveries_are_lis
         .expect(200, "GET", &format!("/v1/endpoints/{second}/deliveries?status=pending"), Some(&tenant.key), None)
         .await;
     assert_eq!(pending["data"].as_array().unwrap().len(), 1);
-    let missing = app.call("GET", "/v1/endpoints/ep_01JD3X0000000000000000000/deliveries", Some(&tenant.key), None).await;
+    let missing =
+        app.call("GET", "/v1/endpoints/ep_01JD3X0000000000000000000/deliveries", Some(&tenant.key), None).await;
     assert_problem(&missing, 404, None);
 }
 
 // ------------------------------------------------------------ bad input
 
 /// Bodies every endpoint write (POST, PUT, and PATCH where the field applies) must refuse.
-fn bad_endpoint_fields() -> Vec<(Value, &'static str)> {
+fn bad_endpoint_fields() -> Vec<(Value, String)> {
     let long_url = format!("https://example.com/{}", "a".repeat(2048));
     let many_headers: serde_json::Map<String, Value> = (0..21).map(|i| (format!("x-h{i}"), json!("v"))).collect();
     let long_description = "d".repeat(1025);
+    let many_metadata: serde_json::Map<String, Value> = (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let many_types: Vec<String> = (0..101).map(|_| "known".to_string()).collect();
+    let long_key = "k".repeat(257);
     vec![
-        (json!({ "url": 5 }), "url"),
-        (json!({ "url": "not a url" }), "url"),
-        (json!({ "url": "/relative/path" }), "url"),
-        (json!({ "url": "ftp://example.com/hook" }), "url"),
-        (json!({ "url": "https://user:pw@example.com/hook" }), "url"),
-        (json!({ "url": "https://user@example.com/hook" }), "url"),
-        (json!({ "url": "http://10.0.0.1/hook" }), "url"),
-        (json!({ "url": "http://169.254.169.254/latest/meta-data" }), "url"),
-        (json!({ "url": "http://192.168.1.1/" }), "url"),
-        (json!({ "url": "http://[fe80::1]/" }), "url"),
-        (json!({ "url": "http://0.0.0.0/" }), "url"),
-        (json!({ "url": long_url }), "url"),
-        (json!({ "url": OK_URL, "description": 1 }), "description"),
-        (json!({ "url": OK_URL, "description": long_description }), "description"),
-        (json!({ "url": OK_URL, "eventTypes": "a" }), "eventTypes"),
-        (json!({ "url": OK_URL, "eventTypes": [1] }), "eventTypes[0]"),
-        (json!({ "url": OK_URL, "eventTypes": ["known", "nope.unknown"] }), "eventTypes[1]"),
-        (json!({ "url": OK_URL, "headers": ["x"] }), "headers"),
-        (json!({ "url": OK_URL, "headers": { "x-n": 1 } }), "headers.x-n"),
-        (json!({ "url": OK_URL, "headers": many_headers }), "headers"),
-        (json!({ "url": OK_URL, "headers": { "webhook-signature": "v1,forged" } }), "headers.webhook-signature"),
-        (json!({ "url": OK_URL, "headers": { "Host": "evil.example" } }), "headers.Host"),
-        (json!({ "url": OK_URL, "headers": { "Content-Type": "text/plain" } }), "headers.Content-Type"),
-        (json!({ "url": OK_URL, "headers": { "bad header": "v" } }), "headers.bad header"),
-        (json!({ "url": OK_URL, "headers": { "x-ok": "line\nbreak" } }), "headers.x-ok"),
-        (json!({ "url": OK_URL, "maxAttempts": 0 }), "maxAttempts"),
-        (json!({ "url": OK_URL, "maxAttempts": 21 }), "maxAttempts"),
-        (json!({ "url": OK_URL, "maxAttempts": -1 }), "maxAttempts"),
-        (json!({ "url": OK_URL, "maxAttempts": "3" }), "maxAttempts"),
-        (json!({ "url": OK_URL, "timeoutSecs": 31 }), "timeoutSecs"),
-        (json!({ "url": OK_URL, "timeoutSecs": 0 }), "timeoutSecs"),
-        (json!({ "url": OK_URL, "payloadFormat": "xml" }), "payloadFormat"),
-        (json!({ "url": OK_URL, "payloadFormat": 1 }), "payloadFormat"),
-        (json!({ "url": OK_URL, "isActive": "yes" }), "isActive"),
-        (json!({ "url": OK_URL, "metadata": { "k": 1 } }), "metadata.k"),
-        (json!({ "url": OK_URL, "metadata": "k=v" }), "metadata"),
-        (json!({ "url": OK_URL, "filterTypes": ["a"] }), "filterTypes"),
+        (json!({ "url": 5 }), "url".into()),
+        (json!({ "url": "not a url" }), "url".into()),
+        (json!({ "url": "/relative/path" }), "url".into()),
+        (json!({ "url": "ftp://example.com/hook" }), "url".into()),
+        (json!({ "url": "https://user:pw@example.com/hook" }), "url".into()),
+        (json!({ "url": "https://user@example.com/hook" }), "url".into()),
+        (json!({ "url": "http://10.0.0.1/hook" }), "url".into()),
+        (json!({ "url": "http://169.254.169.254/latest/meta-data" }), "url".into()),
+        (json!({ "url": "http://192.168.1.1/" }), "url".into()),
+        (json!({ "url": "http://[fe80::1]/" }), "url".into()),
+        (json!({ "url": "http://0.0.0.0/" }), "url".into()),
+        (json!({ "url": long_url }), "url".into()),
+        (json!({ "url": OK_URL, "description": 1 }), "description".into()),
+        (json!({ "url": OK_URL, "description": long_description }), "description".into()),
+        (json!({ "url": OK_URL, "eventTypes": "a" }), "eventTypes".into()),
+        (json!({ "url": OK_URL, "eventTypes": [1] }), "eventTypes[0]".into()),
+        (json!({ "url": OK_URL, "eventTypes": ["known", "nope.unknown"] }), "eventTypes[1]".into()),
+        (json!({ "url": OK_URL, "headers": ["x"] }), "headers".into()),
+        (json!({ "url": OK_URL, "headers": { "x-n": 1 } }), "headers.x-n".into()),
+        (json!({ "url": OK_URL, "headers": many_headers }), "headers".into()),
+        (json!({ "url": OK_URL, "headers": { "webhook-signature": "v1,forged" } }), "headers.webhook-signature".into()),
+        (json!({ "url": OK_URL, "headers": { "Host": "evil.example" } }), "headers.Host".into()),
+        (json!({ "url": OK_URL, "headers": { "Content-Type": "text/plain" } }), "headers.Content-Type".into()),
+        (json!({ "url": OK_URL, "headers": { "bad header": "v" } }), "headers.bad header".into()),
+        (json!({ "url": OK_URL, "headers": { "x-ok": "line\nbreak" } }), "headers.x-ok".into()),
+        (json!({ "url": OK_URL, "maxAttempts": 0 }), "maxAttempts".into()),
+        (json!({ "url": OK_URL, "maxAttempts": 21 }), "maxAttempts".into()),
+        (json!({ "url": OK_URL, "maxAttempts": -1 }), "maxAttempts".into()),
+        (json!({ "url": OK_URL, "maxAttempts": "3" }), "maxAttempts".into()),
+        (json!({ "url": OK_URL, "timeoutSecs": 31 }), "timeoutSecs".into()),
+        (json!({ "url": OK_URL, "timeoutSecs": 0 }), "timeoutSecs".into()),
+        (json!({ "url": OK_URL, "payloadFormat": "xml" }), "payloadFormat".into()),
+        (json!({ "url": OK_URL, "payloadFormat": 1 }), "payloadFormat".into()),
+        (json!({ "url": OK_URL, "isActive": "yes" }), "isActive".into()),
+        (json!({ "url": OK_URL, "metadata": { "k": 1 } }), "metadata.k".into()),
+        (json!({ "url": OK_URL, "metadata": "k=v" }), "metadata".into()),
+        (json!({ "url": OK_URL, "metadata": many_metadata }), "metadata".into()),
+        (json!({ "url": OK_URL, "metadata": { long_key.clone(): "v" } }), format!("metadata.{long_key}")),
+        (json!({ "url": OK_URL, "metadata": { "k": "v".repeat(1025) } }), "metadata.k".into()),
+        (json!({ "url": OK_URL, "eventTypes": many_types }), "eventTypes".into()),
+        (json!({ "url": OK_URL, "headers": { "x-big": "v".repeat(4097) } }), "headers.x-big".into()),
+        (json!({ "url": OK_URL, "filterTypes": ["a"] }), "filterTypes".into()),
     ]
 }
 
@@ -425,16 +451,16 @@ async fn given_bad_endpoint_bodies_when_created_then_each_is_4xx_naming_the_fiel
     let tenant = app.new_tenant("a").await;
     app.create_event_type(&tenant, "known").await;
     let mut cases = bad_endpoint_fields();
-    cases.push((json!({}), "url"));
-    cases.push((json!({ "url": "" }), "url"));
-    cases.push((json!({ "url": null }), "url"));
-    cases.push((json!({ "url": OK_URL, "secret": "plain-text" }), "secret"));
-    cases.push((json!({ "url": OK_URL, "secret": "whsec_c2hvcnQ=" }), "secret"));
+    cases.push((json!({}), "url".into()));
+    cases.push((json!({ "url": "" }), "url".into()));
+    cases.push((json!({ "url": null }), "url".into()));
+    cases.push((json!({ "url": OK_URL, "secret": "plain-text" }), "secret".into()));
+    cases.push((json!({ "url": OK_URL, "secret": "whsec_c2hvcnQ=" }), "secret".into()));
     for (body, field) in cases {
         // WHEN
         let reply = app.call("POST", "/v1/endpoints", Some(&tenant.key), Some(body.clone())).await;
         // THEN
-        assert_problem(&reply, 400, Some(field));
+        assert_problem(&reply, 400, Some(&field));
         assert_eq!(app.count("/v1/endpoints", &tenant.key).await, 0, "partial write for {body}");
     }
 }
@@ -449,13 +475,13 @@ async fn given_bad_endpoint_bodies_when_put_then_each_is_400_naming_the_field_an
     let path = format!("/v1/endpoints/{id}");
     let original = app.expect(200, "GET", &path, Some(&tenant.key), None).await;
     let mut cases = bad_endpoint_fields();
-    cases.push((json!({}), "url"));
-    cases.push((json!({ "url": OK_URL, "secret": skyhook::signing::generate_secret() }), "secret"));
+    cases.push((json!({}), "url".into()));
+    cases.push((json!({ "url": OK_URL, "secret": skyhook::signing::generate_secret() }), "secret".into()));
     for (body, field) in cases {
         // WHEN
         let reply = app.call("PUT", &path, Some(&tenant.key), Some(body.clone())).await;
         // THEN
-        assert_problem(&reply, 400, Some(field));
+        assert_problem(&reply, 400, Some(&field));
         assert_eq!(app.expect(200, "GET", &path, Some(&tenant.key), None).await, original, "PUT {body} changed it");
     }
 }
@@ -469,7 +495,7 @@ async fn given_bad_endpoint_bodies_when_patched_then_each_is_400_naming_the_fiel
     let id = app.endpoint_at(&tenant, OK_URL).await;
     let path = format!("/v1/endpoints/{id}");
     let original = app.expect(200, "GET", &path, Some(&tenant.key), None).await;
-    let mut cases: Vec<(Value, &str)> = bad_endpoint_fields()
+    let mut cases: Vec<(Value, String)> = bad_endpoint_fields()
         .into_iter()
         .map(|(mut body, field)| {
             // PATCH sends only the bad field.
@@ -479,12 +505,12 @@ async fn given_bad_endpoint_bodies_when_patched_then_each_is_400_naming_the_fiel
             (body, field)
         })
         .collect();
-    cases.push((json!({ "secret": skyhook::signing::generate_secret() }), "secret"));
+    cases.push((json!({ "secret": skyhook::signing::generate_secret() }), "secret".into()));
     for (body, field) in cases {
         // WHEN
         let reply = app.call("PATCH", &path, Some(&tenant.key), Some(body.clone())).await;
         // THEN
-        assert_problem(&reply, 400, Some(field));
+        assert_problem(&reply, 400, Some(&field));
         assert_eq!(app.expect(200, "GET", &path, Some(&tenant.key), None).await, original, "PATCH {body} changed it");
     }
 }
@@ -538,4 +564,45 @@ async fn given_limits_exactly_when_an_endpoint_is_created_then_20_headers_and_a_
         .await;
     // THEN
     assert_eq!(reply.0, 201, "{}", reply.1);
+}
+
+#[tokio::test]
+async fn given_production_settings_when_endpoints_are_created_then_only_public_https_urls_are_accepted() {
+    // GIVEN: the Lambda defaults (https required, loopback blocked)
+    let app = TestApp::with_config(|config| *config = skyhook::service::ServiceConfig::default());
+    let tenant = app.new_tenant("a").await;
+    for url in [
+        "http://example.com/hook",
+        "https://127.0.0.1/hook",
+        "https://localhost/hook",
+        "https://[::1]/hook",
+        "https://[::ffff:127.0.0.1]/hook",
+        "https://10.1.2.3/hook",
+        "https://100.64.0.1/hook",
+        "https://169.254.169.254/hook",
+        "https://0x7f000001/hook",
+        "https://2130706433/hook",
+    ] {
+        // WHEN
+        let reply = app.call("POST", "/v1/endpoints", Some(&tenant.key), Some(json!({ "url": url }))).await;
+        // THEN
+        assert_problem(&reply, 400, Some("url"));
+    }
+    assert_eq!(app.count("/v1/endpoints", &tenant.key).await, 0);
+    app.create_endpoint(&tenant, json!({ "url": "https://example.com/hook" })).await;
+}
+
+#[tokio::test]
+async fn given_local_settings_when_a_loopback_endpoint_is_created_then_it_is_accepted_but_private_ranges_are_not() {
+    // GIVEN
+    let app = TestApp::new();
+    let tenant = app.new_tenant("a").await;
+    // WHEN
+    let loopback =
+        app.call("POST", "/v1/endpoints", Some(&tenant.key), Some(json!({ "url": "http://127.0.0.1:8080/x" }))).await;
+    let private =
+        app.call("POST", "/v1/endpoints", Some(&tenant.key), Some(json!({ "url": "http://172.16.0.1/x" }))).await;
+    // THEN
+    assert_eq!(loopback.0, 201, "{}", loopback.1);
+    assert_problem(&private, 400, Some("url"));
 }

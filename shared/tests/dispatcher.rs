@@ -22,17 +22,17 @@ use sha2::Sha256;
 use skyhook::adapters::local_secrets::StaticSecrets;
 use skyhook::adapters::sqlite::{SqliteQueue, SqliteQueueConfig, SqliteStore};
 use skyhook::domain::{
-    Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, ErrorCode, Event, EventStatus, Id,
-    PayloadFormat, ResponseStatus, Timestamp,
+    Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, ErrorCode, Event, EventStatus, Id, PayloadFormat,
+    ResponseStatus, Timestamp,
 };
 use skyhook::ports::{
-    Clock, DeliveryFilter, EndpointResponse, ManualClock, OutgoingMessage, OutgoingWebhook,
-    PageRequest, Queue, ReceivedMessage, SendFailure, Store, WebhookSender,
+    Clock, DeliveryFilter, EndpointResponse, ManualClock, OutgoingMessage, OutgoingWebhook, PageRequest, Queue,
+    QueueError, ReceivedMessage, SendFailure, WebhookSender,
 };
 use skyhook::retry::RetrySchedule;
 use skyhook::service::{
-    CreateApiKey, CreateApplication, CreatedEndpoint, Credential, Dispatcher, EndpointInput,
-    EndpointPatch, EventTypeInput, MessageOutcome, Principal, PublishEvent, ServiceConfig, Skyhook,
+    CreateApiKey, CreateApplication, CreatedEndpoint, Credential, Dispatcher, EndpointInput, EndpointPatch,
+    EventTypeInput, MessageOutcome, Principal, PublishEvent, ServiceConfig, Skyhook,
 };
 use skyhook::ssrf::AddressPolicy;
 
@@ -43,26 +43,15 @@ use skyhook::ssrf::AddressPolicy;
 type Reply = Result<EndpointResponse, SendFailure>;
 
 fn http(status: u16, body: &str) -> Reply {
-    Ok(EndpointResponse {
-        status,
-        body: Some(body.to_string()),
-        retry_after: None,
-    })
+    Ok(EndpointResponse { status, body: Some(body.to_string()), retry_after: None })
 }
 
 fn http_retry_after(status: u16, retry_after: Duration) -> Reply {
-    Ok(EndpointResponse {
-        status,
-        body: None,
-        retry_after: Some(retry_after),
-    })
+    Ok(EndpointResponse { status, body: None, retry_after: Some(retry_after) })
 }
 
 fn failure(code: ErrorCode, message: &str) -> Reply {
-    Err(SendFailure {
-        code,
-        message: message.to_string(),
-    })
+    Err(SendFailure { code, message: message.to_string() })
 }
 
 /// Records every request; answers from the script, then with the default.
@@ -124,21 +113,44 @@ impl WebhookSender for FakeSender {
     }
 }
 
+/// The SQLite queue, with sends that can be made to fail (fault injection).
+struct FlakyQueue {
+    inner: SqliteQueue,
+    failing_sends: AtomicUsize,
+}
+
+#[async_trait]
+impl Queue for FlakyQueue {
+    async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<(), QueueError> {
+        let failing = self.failing_sends.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(QueueError::Unavailable("injected send failure".into()));
+        }
+        self.inner.send_batch(messages).await
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+        self.inner.receive(max, wait).await
+    }
+
+    async fn change_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<(), QueueError> {
+        self.inner.change_visibility(receipt_handle, timeout).await
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        self.inner.delete(receipt_handle).await
+    }
+}
+
 /// Removes the SQLite file (and its WAL/SHM) when the test ends.
 struct TempDb(PathBuf);
 
 impl TempDb {
     fn new() -> Self {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let name = format!(
-            "skyhook-dispatcher-{}-{}-{nanos}.db",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let name =
+            format!("skyhook-dispatcher-{}-{}-{nanos}.db", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         TempDb(std::env::temp_dir().join(name))
     }
 }
@@ -162,17 +174,13 @@ fn start_time() -> Timestamp {
 
 /// A `whsec_` secret the test knows the key of.
 fn test_secret(seed: u8) -> String {
-    let key: Vec<u8> = (0..32u8)
-        .map(|i| i.wrapping_mul(31).wrapping_add(seed))
-        .collect();
+    let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(31).wrapping_add(seed)).collect();
     format!("whsec_{}", STANDARD.encode(key))
 }
 
 /// Standard Webhooks v1 signature, computed without `skyhook::signing`.
 fn expected_signature(secret: &str, msg_id: &str, timestamp: &str, body: &[u8]) -> String {
-    let key = STANDARD
-        .decode(secret.strip_prefix("whsec_").expect("whsec_ prefix"))
-        .expect("base64 key");
+    let key = STANDARD.decode(secret.strip_prefix("whsec_").expect("whsec_ prefix")).expect("base64 key");
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key length");
     mac.update(msg_id.as_bytes());
     mac.update(b".");
@@ -183,19 +191,11 @@ fn expected_signature(secret: &str, msg_id: &str, timestamp: &str, body: &[u8]) 
 }
 
 fn header<'a>(request: &'a OutgoingWebhook, name: &str) -> Option<&'a str> {
-    request
-        .headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    request.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 fn signatures(request: &OutgoingWebhook) -> Vec<String> {
-    header(request, "webhook-signature")
-        .expect("webhook-signature header")
-        .split(' ')
-        .map(str::to_string)
-        .collect()
+    header(request, "webhook-signature").expect("webhook-signature header").split(' ').map(str::to_string).collect()
 }
 
 /// Does one of the request's signatures verify with `secret`?
@@ -214,6 +214,7 @@ struct Harness {
     clock: Arc<ManualClock>,
     service: Arc<Skyhook>,
     queue: SqliteQueue,
+    flaky: Arc<FlakyQueue>,
     sender: Arc<FakeSender>,
     dispatcher: Arc<Dispatcher>,
     app: Principal,
@@ -231,76 +232,37 @@ impl Harness {
         let clock = Arc::new(ManualClock::new(start_time()));
         let dyn_clock: Arc<dyn Clock> = clock.clone();
         let store = Arc::new(SqliteStore::open(&db.0, Arc::clone(&dyn_clock)).expect("store"));
-        let queue = SqliteQueue::open(
-            &db.0,
-            "deliveries",
-            SqliteQueueConfig::default(),
-            Arc::clone(&dyn_clock),
-        )
-        .expect("queue");
+        let queue = SqliteQueue::open(&db.0, "deliveries", SqliteQueueConfig::default(), Arc::clone(&dyn_clock))
+            .expect("queue");
         let config = ServiceConfig {
             retry_schedule,
             require_https: false,
-            address_policy: AddressPolicy {
-                allow_loopback: true,
-            },
+            address_policy: AddressPolicy { allow_loopback: true },
             ..Default::default()
         };
-        let service = Arc::new(Skyhook::new(
-            store,
-            Arc::new(queue.clone()),
-            dyn_clock,
-            StaticSecrets::random().0,
-            config,
-        ));
+        let flaky = Arc::new(FlakyQueue { inner: queue.clone(), failing_sends: AtomicUsize::new(0) });
+        let service = Arc::new(Skyhook::new(store, flaky.clone(), dyn_clock, StaticSecrets::random().0, config));
         let sender = Arc::new(FakeSender::new());
         let dispatcher = Arc::new(Dispatcher::new(Arc::clone(&service), sender.clone()));
 
         let application = service
-            .create_application(
-                &Principal::Admin,
-                CreateApplication {
-                    name: "Acme".into(),
-                    ..Default::default()
-                },
-            )
+            .create_application(&Principal::Admin, CreateApplication { name: "Acme".into(), ..Default::default() })
             .await
             .expect("application");
         let key = service
             .create_api_key(
                 &Principal::Admin,
                 application.id.as_str(),
-                CreateApiKey {
-                    name: "dispatcher tests".into(),
-                    scopes: None,
-                },
+                CreateApiKey { name: "dispatcher tests".into(), scopes: None },
             )
             .await
             .expect("api key");
-        let app = service
-            .authenticate(Some(Credential::ApiKey(key.key)))
-            .await
-            .expect("the key authenticates");
+        let app = service.authenticate(Some(Credential::ApiKey(key.key))).await.expect("the key authenticates");
         service
-            .create_event_type(
-                &app,
-                EventTypeInput {
-                    name: EVENT_TYPE.into(),
-                    ..Default::default()
-                },
-            )
+            .create_event_type(&app, EventTypeInput { name: EVENT_TYPE.into(), ..Default::default() })
             .await
             .expect("event type");
-        Harness {
-            clock,
-            service,
-            queue,
-            sender,
-            dispatcher,
-            app,
-            app_id: application.id,
-            _db: db,
-        }
+        Harness { clock, service, queue, flaky, sender, dispatcher, app, app_id: application.id, _db: db }
     }
 
     fn now(&self) -> Timestamp {
@@ -316,10 +278,7 @@ impl Harness {
     }
 
     async fn endpoint(&self, input: EndpointInput) -> CreatedEndpoint {
-        self.service
-            .create_endpoint(&self.app, input)
-            .await
-            .expect("endpoint")
+        self.service.create_endpoint(&self.app, input).await.expect("endpoint")
     }
 
     /// An endpoint with a known secret and the given max attempts.
@@ -334,21 +293,14 @@ impl Harness {
     }
 
     async fn get_endpoint(&self, id: &Id) -> Endpoint {
-        self.service
-            .get_endpoint(&self.app, id.as_str())
-            .await
-            .expect("endpoint exists")
+        self.service.get_endpoint(&self.app, id.as_str()).await.expect("endpoint exists")
     }
 
     async fn publish(&self, payload: serde_json::Value) -> Event {
         self.service
             .publish_event(
                 &self.app,
-                PublishEvent {
-                    event_type: EVENT_TYPE.into(),
-                    payload: Some(payload),
-                    ..Default::default()
-                },
+                PublishEvent { event_type: EVENT_TYPE.into(), payload: Some(payload), ..Default::default() },
             )
             .await
             .expect("publish")
@@ -363,11 +315,7 @@ impl Harness {
     }
 
     async fn receive(&self) -> Vec<ReceivedMessage> {
-        self.service
-            .queue()
-            .receive(10, Duration::ZERO)
-            .await
-            .expect("receive")
+        self.service.queue().receive(10, Duration::ZERO).await.expect("receive")
     }
 
     async fn receive_one(&self) -> ReceivedMessage {
@@ -380,11 +328,7 @@ impl Harness {
     async fn handle(&self, message: &ReceivedMessage) -> MessageOutcome {
         let outcome = self.dispatcher.handle(message).await;
         if outcome == MessageOutcome::Done {
-            self.service
-                .queue()
-                .delete(&message.receipt_handle)
-                .await
-                .expect("delete a finished message");
+            self.service.queue().delete(&message.receipt_handle).await.expect("delete a finished message");
         }
         outcome
     }
@@ -409,10 +353,7 @@ impl Harness {
             .store()
             .list_deliveries(
                 &self.app_id,
-                &DeliveryFilter {
-                    event_id: Some(event.id.clone()),
-                    ..Default::default()
-                },
+                &DeliveryFilter { event_id: Some(event.id.clone()), ..Default::default() },
                 &PageRequest::first(100),
             )
             .await
@@ -425,10 +366,7 @@ impl Harness {
             .store()
             .list_deliveries(
                 &self.app_id,
-                &DeliveryFilter {
-                    endpoint_id: Some(endpoint.clone()),
-                    ..Default::default()
-                },
+                &DeliveryFilter { endpoint_id: Some(endpoint.clone()), ..Default::default() },
                 &PageRequest::first(100),
             )
             .await
@@ -443,34 +381,21 @@ impl Harness {
     }
 
     async fn delivery(&self, id: &Id) -> Delivery {
-        self.service
-            .get_delivery(&self.app, id.as_str())
-            .await
-            .expect("delivery exists")
-            .delivery
+        self.service.get_delivery(&self.app, id.as_str()).await.expect("delivery exists").delivery
     }
 
     async fn attempts(&self, id: &Id) -> Vec<DeliveryAttempt> {
-        self.service
-            .get_delivery(&self.app, id.as_str())
-            .await
-            .expect("delivery exists")
-            .attempts
+        self.service.get_delivery(&self.app, id.as_str()).await.expect("delivery exists").attempts
     }
 
     async fn event(&self, id: &Id) -> Event {
-        self.service
-            .get_event(&self.app, id.as_str())
-            .await
-            .expect("event exists")
+        self.service.get_event(&self.app, id.as_str()).await.expect("event exists")
     }
 }
 
 /// Runs a whole test on a bounded budget.
 async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
-    tokio::time::timeout(Duration::from_secs(20), test)
-        .await
-        .expect("test exceeded its time budget");
+    tokio::time::timeout(Duration::from_secs(20), test).await.expect("test exceeded its time budget");
 }
 
 // ---------------------------------------------------------------------------
@@ -478,8 +403,7 @@ async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
 // ---------------------------------------------------------------------------
 
 #[tokio::test]
-async fn given_a_standard_endpoint_when_an_event_is_delivered_then_the_request_follows_standard_webhooks()
- {
+async fn given_a_standard_endpoint_when_an_event_is_delivered_then_the_request_follows_standard_webhooks() {
     bounded(async {
         // GIVEN an endpoint with a secret the receiver knows and a custom header
         let h = Harness::new().await;
@@ -519,8 +443,8 @@ async fn given_a_standard_endpoint_when_an_event_is_delivered_then_the_request_f
         assert_eq!(object.len(), 3, "body {body}");
         assert_eq!(body["type"], EVENT_TYPE);
         assert_eq!(body["data"], payload);
-        let body_ts = chrono::DateTime::parse_from_rfc3339(body["timestamp"].as_str().unwrap())
-            .expect("RFC 3339 timestamp");
+        let body_ts =
+            chrono::DateTime::parse_from_rfc3339(body["timestamp"].as_str().unwrap()).expect("RFC 3339 timestamp");
         assert_eq!(body_ts.timestamp_millis(), event.created_at.timestamp_millis());
 
         // the signature is exactly one v1 HMAC over "{id}.{timestamp}.{body}"
@@ -539,8 +463,7 @@ async fn given_a_standard_endpoint_when_an_event_is_delivered_then_the_request_f
 }
 
 #[tokio::test]
-async fn given_a_failing_receiver_when_the_delivery_is_retried_then_webhook_id_is_stable_and_the_timestamp_is_fresh()
- {
+async fn given_a_failing_receiver_when_the_delivery_is_retried_then_webhook_id_is_stable_and_the_timestamp_is_fresh() {
     bounded(async {
         // GIVEN a receiver that fails once, then accepts
         let h = Harness::with_schedule(RetrySchedule::new(vec![Duration::from_secs(5)], 0.0)).await;
@@ -619,13 +542,8 @@ async fn given_a_rotated_secret_when_delivering_within_24_hours_then_both_signat
         let h = Harness::new().await;
         let old = test_secret(10);
         let new = test_secret(20);
-        let created = h
-            .endpoint(EndpointInput {
-                url: URL.into(),
-                secret: Some(old.clone()),
-                ..Default::default()
-            })
-            .await;
+        let created =
+            h.endpoint(EndpointInput { url: URL.into(), secret: Some(old.clone()), ..Default::default() }).await;
         let rotated = h
             .service
             .rotate_endpoint_secret(&h.app, created.endpoint.id.as_str(), Some(new.clone()))
@@ -766,10 +684,7 @@ async fn given_a_receiver_that_always_fails_when_the_chain_runs_then_delays_foll
         assert_eq!(gaps.len(), 7, "gaps {gaps:?}");
         for (gap, base) in gaps.iter().zip(DEFAULT_DELAYS) {
             let base = base as f64;
-            assert!(
-                *gap >= base * 0.8 - 0.001 && *gap <= base * 1.2 + 0.001,
-                "gap {gap} s outside {base} s ± 20 %"
-            );
+            assert!(*gap >= base * 0.8 - 0.001 && *gap <= base * 1.2 + 0.001, "gap {gap} s outside {base} s ± 20 %");
         }
         // AND the delivery is failed after 8 attempts numbered 1..8
         let delivery = h.only_delivery(&event).await;
@@ -843,8 +758,7 @@ async fn given_an_endpoint_with_max_attempts_3_when_every_attempt_fails_then_the
 }
 
 #[tokio::test]
-async fn given_a_message_back_before_next_attempt_at_when_handled_then_it_is_hidden_again_without_sending()
- {
+async fn given_a_message_back_before_next_attempt_at_when_handled_then_it_is_hidden_again_without_sending() {
     bounded(async {
         // GIVEN a failed first attempt (next in 5 min with this schedule)
         let h = Harness::with_schedule(RetrySchedule::new(vec![Duration::from_secs(300)], 0.0)).await;
@@ -855,11 +769,7 @@ async fn given_a_message_back_before_next_attempt_at_when_handled_then_it_is_hid
         assert_eq!(h.handle(&message).await, MessageOutcome::RetryLater);
 
         // WHEN the message comes back early (its visibility change was lost)
-        h.service
-            .queue()
-            .change_visibility(&message.receipt_handle, Duration::ZERO)
-            .await
-            .unwrap();
+        h.service.queue().change_visibility(&message.receipt_handle, Duration::ZERO).await.unwrap();
         h.advance(chrono::Duration::seconds(60));
         let early = h.receive_one().await;
         assert_eq!(h.handle(&early).await, MessageOutcome::RetryLater);
@@ -935,8 +845,7 @@ async fn given_a_429_with_retry_after_3_days_when_the_attempt_fails_then_it_is_c
 // ---------------------------------------------------------------------------
 
 #[tokio::test]
-async fn given_a_410_gone_when_delivered_then_the_delivery_fails_at_once_and_the_endpoint_is_disabled_with_a_reason()
- {
+async fn given_a_410_gone_when_delivered_then_the_delivery_fails_at_once_and_the_endpoint_is_disabled_with_a_reason() {
     bounded(async {
         // GIVEN an endpoint (8 attempts allowed) that answers 410 Gone
         let h = Harness::new().await;
@@ -968,17 +877,13 @@ async fn given_a_410_gone_when_delivered_then_the_delivery_fails_at_once_and_the
 }
 
 #[tokio::test]
-async fn given_an_endpoint_disabled_by_410_when_later_events_are_published_then_they_are_not_fanned_out_to_it()
- {
+async fn given_an_endpoint_disabled_by_410_when_later_events_are_published_then_they_are_not_fanned_out_to_it() {
     bounded(async {
         // GIVEN two endpoints, the first of which answers 410 once
         let h = Harness::new().await;
         let gone = h.simple_endpoint(None).await.endpoint;
         let alive = h
-            .endpoint(EndpointInput {
-                url: "https://other.example.com/hook".into(),
-                ..Default::default()
-            })
+            .endpoint(EndpointInput { url: "https://other.example.com/hook".into(), ..Default::default() })
             .await
             .endpoint;
         h.publish_and_fan_out(serde_json::json!({"n": 1})).await;
@@ -1025,9 +930,8 @@ async fn given_a_delivery_queued_for_an_endpoint_that_is_then_disabled_when_disp
         let messages = h.receive().await;
         assert_eq!(messages.len(), 2);
         let first_delivery = h.only_delivery(&first).await;
-        let (m_first, m_second): (Vec<_>, Vec<_>) = messages
-            .into_iter()
-            .partition(|m| m.body.contains(first_delivery.id.as_str()));
+        let (m_first, m_second): (Vec<_>, Vec<_>) =
+            messages.into_iter().partition(|m| m.body.contains(first_delivery.id.as_str()));
 
         // WHEN the first answers 410 (disabling the endpoint) and then the second is handled
         h.sender.push(http(410, ""));
@@ -1039,10 +943,7 @@ async fn given_a_delivery_queued_for_an_endpoint_that_is_then_disabled_when_disp
         assert_eq!(h.sender.count(), 1);
         let delivery = h.only_delivery(&second).await;
         assert_eq!(delivery.status, DeliveryStatus::Failed);
-        assert_eq!(
-            delivery.response_status,
-            Some(ResponseStatus::Error(ErrorCode::EndpointDisabled))
-        );
+        assert_eq!(delivery.response_status, Some(ResponseStatus::Error(ErrorCode::EndpointDisabled)));
         assert_eq!(delivery.response_status.unwrap().to_stored(), "endpoint_disabled");
         assert_eq!(delivery.next_attempt_at, None);
         let attempts = h.attempts(&delivery.id).await;
@@ -1071,10 +972,7 @@ async fn given_a_retrying_delivery_when_the_application_disables_the_endpoint_th
             .update_endpoint(
                 &h.app,
                 endpoint.id.as_str(),
-                EndpointPatch {
-                    is_active: Some(false),
-                    ..Default::default()
-                },
+                EndpointPatch { is_active: Some(false), ..Default::default() },
             )
             .await
             .unwrap();
@@ -1086,10 +984,7 @@ async fn given_a_retrying_delivery_when_the_application_disables_the_endpoint_th
         let delivery = h.only_delivery(&event).await;
         assert_eq!(delivery.status, DeliveryStatus::Failed);
         assert_eq!(delivery.attempt_count, 2);
-        assert_eq!(
-            delivery.response_status,
-            Some(ResponseStatus::Error(ErrorCode::EndpointDisabled))
-        );
+        assert_eq!(delivery.response_status, Some(ResponseStatus::Error(ErrorCode::EndpointDisabled)));
         let attempts = h.attempts(&delivery.id).await;
         assert_eq!(attempts.iter().map(|a| a.number).collect::<Vec<_>>(), vec![1, 2]);
     })
@@ -1136,10 +1031,7 @@ async fn given_an_endpoint_failing_every_attempt_when_five_days_pass_then_it_is_
         assert_eq!(h.sender.count(), 11);
         let delivery = h.only_delivery(&event).await;
         assert_eq!(delivery.status, DeliveryStatus::Failed);
-        assert_eq!(
-            delivery.response_status,
-            Some(ResponseStatus::Error(ErrorCode::EndpointDisabled))
-        );
+        assert_eq!(delivery.response_status, Some(ResponseStatus::Error(ErrorCode::EndpointDisabled)));
         // AND later events are no longer fanned out to it
         let later = h.publish_and_fan_out(serde_json::json!({"n": 2})).await;
         assert!(h.deliveries_of(&later).await.is_empty());
@@ -1148,8 +1040,7 @@ async fn given_an_endpoint_failing_every_attempt_when_five_days_pass_then_it_is_
 }
 
 #[tokio::test]
-async fn given_failures_over_five_days_with_several_deliveries_when_none_succeeds_then_the_endpoint_is_disabled()
- {
+async fn given_failures_over_five_days_with_several_deliveries_when_none_succeeds_then_the_endpoint_is_disabled() {
     bounded(async {
         // GIVEN an endpoint allowing 9 attempts 12 h apart (4 days per delivery)
         let h = Harness::with_schedule(twelve_hours()).await;
@@ -1327,19 +1218,14 @@ async fn given_one_message_when_handled_twice_concurrently_then_the_attempt_is_r
 }
 
 #[tokio::test]
-async fn given_a_second_queue_message_for_a_delivery_when_both_are_handled_then_only_one_success_is_recorded()
- {
+async fn given_a_second_queue_message_for_a_delivery_when_both_are_handled_then_only_one_success_is_recorded() {
     bounded(async {
         // GIVEN a delivery with a duplicate message (a re-run fan-out)
         let h = Harness::new().await;
         h.simple_endpoint(None).await;
         let event = h.publish_and_fan_out(serde_json::json!({"n": 1})).await;
         let original = h.receive_one().await;
-        h.service
-            .queue()
-            .send(OutgoingMessage::now(original.body.clone()))
-            .await
-            .unwrap();
+        h.service.queue().send(OutgoingMessage::now(original.body.clone())).await.unwrap();
 
         // WHEN the original succeeds and then the duplicate is handled
         assert_eq!(h.handle(&original).await, MessageOutcome::Done);
@@ -1371,11 +1257,7 @@ async fn given_a_second_queue_message_while_the_delivery_is_retrying_when_handle
         assert_eq!(h.handle(&original).await, MessageOutcome::RetryLater);
 
         // WHEN a duplicate message for it arrives
-        h.service
-            .queue()
-            .send(OutgoingMessage::now(original.body.clone()))
-            .await
-            .unwrap();
+        h.service.queue().send(OutgoingMessage::now(original.body.clone())).await.unwrap();
         assert_eq!(h.run_one().await, MessageOutcome::Done);
 
         // THEN it sent nothing, and the original message still completes the chain
@@ -1392,8 +1274,8 @@ async fn given_a_second_queue_message_while_the_delivery_is_retrying_when_handle
 }
 
 #[tokio::test]
-async fn given_a_failed_attempt_when_the_same_received_message_is_handled_again_then_its_chain_is_kept()
- {
+
+async fn given_a_failed_attempt_when_the_same_received_message_is_handled_again_then_its_chain_is_kept() {
     bounded(async {
         // GIVEN the only message of a delivery whose first attempt failed
         let h = Harness::with_schedule(pinned_default_schedule()).await;
@@ -1403,23 +1285,21 @@ async fn given_a_failed_attempt_when_the_same_received_message_is_handled_again_
         let message = h.receive_one().await;
         assert_eq!(h.handle(&message).await, MessageOutcome::RetryLater);
 
-        // WHEN the same receive is handled again (a duplicate Lambda invocation
-        // of the same SQS batch carries the same receipt and receive count)
-        let again = h.dispatcher.handle(&message).await;
+        // WHEN the same receive is handled again, as a duplicate Lambda
+        // invocation of the same SQS batch does (same receipt, same receive
+        // count), and the runner acts on the outcome (delete on Done)
+        let again = h.handle(&message).await;
+        assert_eq!(h.sender.count(), 1, "nothing is sent twice");
 
-        // THEN nothing is sent again and the message is not dropped: the chain
-        // must still reach its next attempt
-        assert_eq!(h.sender.count(), 1);
-        assert_eq!(
-            again,
-            MessageOutcome::RetryLater,
-            "Done deletes the only message of a retrying delivery"
-        );
-        if again == MessageOutcome::Done {
-            h.service.queue().delete(&message.receipt_handle).await.unwrap();
-        }
+        // THEN the delivery still gets its second attempt at nextAttemptAt
         h.advance(chrono::Duration::seconds(5));
-        assert_eq!(h.run_one().await, MessageOutcome::Done);
+        let visible = h.receive().await;
+        assert_eq!(
+            visible.len(),
+            1,
+            "the retrying delivery lost its only message (second handling returned {again:?})"
+        );
+        assert_eq!(h.handle(&visible[0]).await, MessageOutcome::Done);
         assert_eq!(h.only_delivery(&event).await.status, DeliveryStatus::Succeeded);
     })
     .await;
@@ -1433,10 +1313,7 @@ async fn given_a_deleted_delivery_when_its_message_is_handled_then_it_is_done_wi
         h.simple_endpoint(None).await;
         let event = h.publish_and_fan_out(serde_json::json!({"n": 1})).await;
         let delivery = h.only_delivery(&event).await;
-        h.service
-            .delete_delivery(&h.app, delivery.id.as_str())
-            .await
-            .expect("delete");
+        h.service.delete_delivery(&h.app, delivery.id.as_str()).await.expect("delete");
 
         // WHEN its message is handled
         assert_eq!(h.run_one().await, MessageOutcome::Done);
@@ -1461,11 +1338,7 @@ async fn given_malformed_messages_when_received_repeatedly_then_they_end_in_the_
             r#"{"unexpected":true}"#.to_string(),
         ];
         for body in &bodies {
-            h.service
-                .queue()
-                .send(OutgoingMessage::now(body.clone()))
-                .await
-                .unwrap();
+            h.service.queue().send(OutgoingMessage::now(body.clone())).await.unwrap();
         }
         let max_receives = h.queue.config().max_receive_count;
 
@@ -1567,11 +1440,7 @@ async fn given_two_endpoints_when_one_delivery_fails_then_the_event_is_failed_an
         let failed = h.deliveries_to(&b.id).await.pop().unwrap();
         assert_eq!(failed.status, DeliveryStatus::Failed);
         h.advance(chrono::Duration::minutes(10));
-        let retry = h
-            .service
-            .retry_delivery(&h.app, failed.id.as_str())
-            .await
-            .expect("manual retry");
+        let retry = h.service.retry_delivery(&h.app, failed.id.as_str()).await.expect("manual retry");
 
         // THEN a new chain starts and the event is pending again
         assert_eq!(retry.retry_of.as_ref(), Some(&failed.id));
@@ -1681,8 +1550,7 @@ async fn given_a_stale_event_fanned_out_again_after_delivery_when_dispatched_the
 }
 
 #[tokio::test]
-async fn given_two_messages_for_one_delivery_in_one_batch_when_handled_concurrently_then_one_success_is_recorded()
- {
+async fn given_two_messages_for_one_delivery_in_one_batch_when_handled_concurrently_then_one_success_is_recorded() {
     bounded(async {
         // GIVEN a double fan-out, both messages received in one batch
         let h = Harness::new().await;
@@ -1706,6 +1574,213 @@ async fn given_two_messages_for_one_delivery_in_one_batch_when_handled_concurren
         let event = h.event(&stale.id).await;
         assert_eq!((event.delivery_count, event.succeeded_count), (1, 1));
         assert!(h.sender.count() >= 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn given_the_queue_fails_during_fan_out_when_the_sweep_runs_again_then_the_delivery_is_queued_and_delivered_once()
+{
+    bounded(async {
+        // GIVEN a published event and a queue whose next send fails
+        let h = Harness::new().await;
+        h.simple_endpoint(None).await;
+        let event = h.publish(serde_json::json!({"n": 1})).await;
+        h.flaky.failing_sends.store(1, Ordering::SeqCst);
+
+        // WHEN the first sweep fails after writing the delivery
+        assert!(h.service.sweep_fanout(100).await.is_err());
+        assert!(!h.event(&event.id).await.fanned_out, "not marked before the queue send");
+        assert!(h.receive().await.is_empty());
+
+        // THEN the next sweep finishes it and the receiver gets it once
+        assert_eq!(h.service.sweep_fanout(100).await.unwrap(), 1);
+        assert_eq!(h.deliveries_of(&event).await.len(), 1);
+        assert_eq!(h.run_visible().await, vec![MessageOutcome::Done]);
+        assert_eq!(h.sender.count(), 1);
+        assert_eq!(h.event(&event.id).await.status, EventStatus::Succeeded);
+    })
+    .await;
+}
+
+#[tokio::test]
+
+async fn given_an_endpoint_disabled_between_two_fan_outs_of_one_event_when_the_other_delivery_succeeds_then_the_event_is_not_succeeded()
+ {
+    bounded(async {
+        // GIVEN an event fanned out to endpoints A and B
+        let h = Harness::new().await;
+        let a = h.simple_endpoint(None).await.endpoint;
+        h.endpoint(EndpointInput { url: "https://b.example.com/hook".into(), ..Default::default() }).await;
+        let published = h.publish(serde_json::json!({"n": 1})).await;
+        let stale = h.event(&published.id).await;
+        assert_eq!(h.service.fan_out(&stale).await.unwrap(), 2);
+
+        // WHEN A is disabled and the fan-out runs again (a redelivered stream record)
+        h.service
+            .update_endpoint(&h.app, a.id.as_str(), EndpointPatch { is_active: Some(false), ..Default::default() })
+            .await
+            .unwrap();
+        h.service.fan_out(&stale).await.unwrap();
+
+        // AND B's delivery succeeds while A's is still queued
+        assert_eq!(h.deliveries_of(&stale).await.len(), 2);
+        for message in h.receive().await {
+            let task: serde_json::Value = serde_json::from_str(&message.body).unwrap();
+            let delivery = h.delivery(&Id::from_stored(task["d"].as_str().unwrap())).await;
+            if delivery.endpoint_id != a.id {
+                h.handle(&message).await;
+            }
+        }
+
+        // THEN the event is still pending: it has two deliveries, one unfinished
+        let event = h.event(&stale.id).await;
+        assert_eq!(
+            event.status,
+            EventStatus::Pending,
+            "deliveryCount {} with 2 deliveries stored",
+            event.delivery_count
+        );
+        assert_eq!(event.delivery_count, 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn given_an_endpoint_deleted_while_a_delivery_is_queued_when_dispatched_then_it_is_failed_endpoint_deleted_without_sending()
+ {
+    bounded(async {
+        // GIVEN a queued delivery whose endpoint is then deleted
+        let h = Harness::new().await;
+        let endpoint = h.simple_endpoint(None).await.endpoint;
+        let event = h.publish_and_fan_out(serde_json::json!({"n": 1})).await;
+        h.service.delete_endpoint(&h.app, endpoint.id.as_str()).await.unwrap();
+
+        // WHEN its message is handled
+        assert_eq!(h.run_one().await, MessageOutcome::Done);
+
+        // THEN nothing is sent and the delivery is failed (endpoint_deleted)
+        assert_eq!(h.sender.count(), 0);
+        let delivery = h.only_delivery(&event).await;
+        assert_eq!(delivery.status, DeliveryStatus::Failed);
+        assert_eq!(delivery.response_status.map(|s| s.to_stored()).as_deref(), Some("endpoint_deleted"));
+        assert_eq!(h.event(&event.id).await.status, EventStatus::Failed);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn given_any_2xx_when_answered_then_it_is_a_success_and_any_other_status_is_retried() {
+    bounded(async {
+        for (status, success) in [
+            (200, true),
+            (201, true),
+            (204, true),
+            (299, true),
+            (199, false),
+            (302, false),
+            (400, false),
+            (404, false),
+            (502, false),
+        ] {
+            // GIVEN a receiver answering `status`
+            let h = Harness::with_schedule(pinned_default_schedule()).await;
+            h.simple_endpoint(None).await;
+            h.sender.push(http(status, "answer"));
+            let event = h.publish_and_fan_out(serde_json::json!({"n": 1})).await;
+
+            // WHEN the attempt runs
+            let outcome = h.run_one().await;
+
+            // THEN 2xx finishes the delivery; anything else schedules a retry
+            let delivery = h.only_delivery(&event).await;
+            assert_eq!(delivery.response_status, Some(ResponseStatus::Http(status)));
+            if success {
+                assert_eq!(outcome, MessageOutcome::Done, "{status}");
+                assert_eq!(delivery.status, DeliveryStatus::Succeeded, "{status}");
+                assert_eq!(delivery.error_message, None);
+            } else {
+                assert_eq!(outcome, MessageOutcome::RetryLater, "{status}");
+                assert_eq!(delivery.status, DeliveryStatus::Retrying, "{status}");
+                assert_eq!(delivery.next_attempt_at, Some(h.now() + chrono::Duration::seconds(5)));
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn given_a_retry_after_on_a_500_when_the_attempt_fails_then_the_schedule_is_used() {
+    bounded(async {
+        // GIVEN a 500 carrying Retry-After (only 429/503 honour it)
+        let h = Harness::with_schedule(pinned_default_schedule()).await;
+        h.simple_endpoint(None).await;
+        h.sender.push(http_retry_after(500, Duration::from_secs(3600)));
+        let event = h.publish_and_fan_out(serde_json::json!({"n": 1})).await;
+
+        // WHEN the attempt fails
+        assert_eq!(h.run_one().await, MessageOutcome::RetryLater);
+
+        // THEN the next attempt follows the schedule (5 s)
+        let delivery = h.only_delivery(&event).await;
+        assert_eq!(delivery.next_attempt_at, Some(h.now() + chrono::Duration::seconds(5)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn given_an_endpoint_timeout_when_delivered_then_the_request_carries_it() {
+    bounded(async {
+        let h = Harness::new().await;
+        h.endpoint(EndpointInput { url: URL.into(), timeout_secs: Some(30), ..Default::default() }).await;
+        h.publish_and_fan_out(serde_json::json!({"n": 1})).await;
+        assert_eq!(h.run_visible().await, vec![MessageOutcome::Done]);
+        assert_eq!(h.sender.last().timeout, Duration::from_secs(30));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn given_endpoints_filtering_event_types_when_an_event_is_fanned_out_then_only_subscribers_get_it() {
+    bounded(async {
+        // GIVEN one endpoint for another type only, one for all types
+        let h = Harness::new().await;
+        h.service
+            .create_event_type(&h.app, EventTypeInput { name: "invoice.paid".into(), ..Default::default() })
+            .await
+            .unwrap();
+        let other = h
+            .endpoint(EndpointInput {
+                url: "https://invoices.example.com/hook".into(),
+                event_types: Some(vec!["invoice.paid".into()]),
+                ..Default::default()
+            })
+            .await
+            .endpoint;
+        let all = h.simple_endpoint(None).await.endpoint;
+
+        // WHEN an order.created event is fanned out
+        let event = h.publish_and_fan_out(serde_json::json!({"n": 1})).await;
+
+        // THEN only the catch-all endpoint gets a delivery
+        let deliveries = h.deliveries_of(&event).await;
+        assert_eq!(deliveries.len(), 1);
+        assert_eq!(deliveries[0].endpoint_id, all.id);
+        assert!(h.deliveries_to(&other.id).await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn given_no_matching_endpoint_when_an_event_is_fanned_out_then_it_is_succeeded_with_no_deliveries() {
+    bounded(async {
+        let h = Harness::new().await;
+        let event = h.publish_and_fan_out(serde_json::json!({"n": 1})).await;
+        let stored = h.event(&event.id).await;
+        assert!(stored.fanned_out);
+        assert_eq!(stored.delivery_count, 0);
+        assert_eq!(stored.status, EventStatus::Succeeded);
+        assert!(h.receive().await.is_empty());
     })
     .await;
 }

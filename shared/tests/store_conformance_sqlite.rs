@@ -30,7 +30,8 @@ impl TempDb {
     fn new(tag: &str) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let name = format!("skyhook-test-{tag}-{}-{nanos}-{}.sqlite", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let name =
+            format!("skyhook-test-{tag}-{}-{nanos}-{}.sqlite", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         TempDb(std::env::temp_dir().join(name))
     }
 }
@@ -121,7 +122,8 @@ async fn given_many_concurrent_publishes_when_they_land_then_all_are_stored_and_
     let mut total = 0;
     let mut after = None;
     loop {
-        let page = store.list_events(&app.id, &EventFilter::default(), &PageRequest { limit: 50, after }).await.unwrap();
+        let page =
+            store.list_events(&app.id, &EventFilter::default(), &PageRequest { limit: 50, after }).await.unwrap();
         total += page.items.len();
         match page.next {
             Some(next) => after = Some(next),
@@ -149,4 +151,49 @@ async fn given_expired_rows_when_purged_then_they_are_removed_and_live_ones_stay
     // event + delivery + attempt
     assert_eq!(sqlite.purge_expired().await.unwrap(), 3);
     assert!(ctx.store.get_event(&app.id, &live.id).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn given_concurrent_writes_where_some_conflict_when_committed_together_then_only_those_fail() {
+    // GIVEN one application
+    let clock = Arc::new(ManualClock::new(conformance::start_time()));
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory(clock.clone()).unwrap());
+    let ctx = Ctx { store: store.clone(), clock: clock.clone() };
+    let app = conformance::create_app(&ctx, "A").await;
+
+    // WHEN 25 event type names are each created twice, all at once
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let et = conformance::event_type(&ctx, &app.id, &format!("type.{}", i % 25));
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.create_event_type(&et).await }));
+    }
+    let (mut created, mut conflicts) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => created += 1,
+            Err(StoreError::Conflict(_)) => conflicts += 1,
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    // THEN each name exists once: the duplicates failed alone, the rest committed
+    assert_eq!((created, conflicts), (25, 25));
+    let listed = store.list_event_types(&app.id, true, &PageRequest::first(100)).await.unwrap();
+    assert_eq!(listed.items.len(), 25);
+}
+
+#[tokio::test]
+async fn given_a_store_file_then_it_is_in_wal_mode_with_a_schema_version() {
+    let db = TempDb::new("pragmas");
+    let clock = Arc::new(ManualClock::new(conformance::start_time()));
+    let store = SqliteStore::open(&db.0, clock.clone()).unwrap();
+    store.ping().await.unwrap();
+    let conn = rusqlite::Connection::open(&db.0).unwrap();
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
+    assert_eq!((mode.as_str(), version), ("wal", 1));
+    drop(conn);
+    drop(store);
+    // AND reopening an existing file works
+    SqliteStore::open(&db.0, clock).unwrap().ping().await.unwrap();
 }

@@ -3,3 +3,5 @@
 
 pub mod local_secrets;
 pub mod sqlite;
+#[cfg(feature = "aws")]
+pub mod aws;

@@ -79,7 +79,16 @@ pub fn problem(err: &ServiceError, instance: &str) -> (Problem, HeaderMap) {
     };
     let error = match (err, instance) {
         (ServiceError::Unauthorized(_), "/v1/oauth/token") => Some("invalid_client"),
-        (ServiceError::Validation(_), "/v1/oauth/token") => Some("invalid_request"),
+        (ServiceError::Validation(errors), "/v1/oauth/token") => {
+            // RFC 6749 §5.2 codes; the service puts them first in the message.
+            let first = errors.first().map(|e| e.message.as_str()).unwrap_or("");
+            Some(
+                ["invalid_scope", "unsupported_grant_type", "invalid_grant"]
+                    .into_iter()
+                    .find(|code| first.starts_with(code))
+                    .unwrap_or("invalid_request"),
+            )
+        }
         _ => None,
     };
     let problem = Problem {

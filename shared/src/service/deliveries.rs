@@ -105,10 +105,16 @@ impl Skyhook {
     /// Re-sends every failed, not yet retried delivery that matches.
     pub async fn bulk_retry(&self, who: &Principal, request: BulkRetry) -> ServiceResult<BulkRetryResult> {
         let app = who.require(Scope::EventsWrite)?;
+        if let (Some(from), Some(to)) = (request.from, request.to)
+            && from > to
+        {
+            return Err(ServiceError::field("from", "must not be after to"));
+        }
         let endpoint_id = match &request.endpoint_id {
             None => None,
             Some(raw) => {
-                let id = Id::parse(IdKind::Endpoint, raw).ok_or(ServiceError::NotFound("endpoint"))?;
+                let id = Id::parse(IdKind::Endpoint, raw)
+                    .ok_or_else(|| ServiceError::field("endpointId", "must be an endpoint id (ep_…)"))?;
                 self.store.get_endpoint(&app.application_id, &id).await?.ok_or(ServiceError::NotFound("endpoint"))?;
                 Some(id)
             }

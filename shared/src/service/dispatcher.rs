@@ -124,17 +124,20 @@ impl Dispatcher {
         if delivery.status.is_final() {
             return Ok(MessageOutcome::Done);
         }
-        // Each receive of the owning message performs one attempt, so a message
-        // received no more often than attempts were recorded is a duplicate
-        // (a re-run fan-out, or an SQS duplicate) and the chain is owned elsewhere.
-        if message.receive_count <= delivery.attempt_count {
-            tracing::info!(receive_count = message.receive_count, attempts = delivery.attempt_count, "duplicate message dropped");
-            return Ok(MessageOutcome::Done);
-        }
+        // A message received no more often than attempts were recorded is a
+        // replay of a receive already handled (Lambda may run an SQS batch
+        // twice) or a second message for the chain (a re-run fan-out). It is
+        // never dropped — it may be the only live copy — but it only sends
+        // when the next attempt is due, and the conditional write on the
+        // attempt count keeps any attempt from being recorded twice.
+        let duplicate = message.receive_count <= delivery.attempt_count;
         if let Some(next) = delivery.next_attempt_at
             && next - EARLY_SLACK > now
         {
-            // Came back early (a crash before the visibility change): wait again.
+            if duplicate {
+                tracing::info!(receive_count = message.receive_count, attempts = delivery.attempt_count, "duplicate receive; waiting for the next attempt");
+            }
+            // Came back early (a crash before the visibility change, or a duplicate): wait again.
             let wait = (next - now).to_std().unwrap_or_default();
             self.set_visibility(message, wait).await;
             return Ok(MessageOutcome::RetryLater);

@@ -8,18 +8,28 @@ use super::dispatcher::DeliveryTask;
 use super::{ServiceResult, Skyhook};
 use crate::domain::limits::MAX_PAGE_LIMIT;
 use crate::domain::{Delivery, DeliveryStatus, Endpoint, Event, Id, IdKind};
-use crate::ports::{EndpointFilter, OutgoingMessage, PageRequest};
+use crate::ports::{DeliveryFilter, EndpointFilter, OutgoingMessage, PageRequest};
 
 impl Skyhook {
     pub async fn fan_out(&self, event: &Event) -> ServiceResult<u32> {
         if event.fanned_out {
             return Ok(event.delivery_count);
         }
+        // A fan-out interrupted before it was marked left deliveries behind;
+        // they count, and are queued again, even if their endpoint no longer
+        // matches (the dispatcher then records why it was not sent).
+        let existing = self.original_deliveries(event).await?;
         let endpoints = self.matching_endpoints(event).await?;
-        let deliveries: Vec<Delivery> = endpoints.iter().map(|ep| self.new_delivery(event, ep, None)).collect();
-        self.store.insert_deliveries(&deliveries).await?;
-        self.enqueue(&deliveries).await?;
-        let count = deliveries.len() as u32;
+        let new: Vec<Delivery> = endpoints
+            .iter()
+            .filter(|ep| !existing.iter().any(|d| d.endpoint_id == ep.id))
+            .map(|ep| self.new_delivery(event, ep, None))
+            .collect();
+        self.store.insert_deliveries(&new).await?;
+        let count = (existing.len() + new.len()) as u32;
+        let mut unfinished: Vec<Delivery> = existing.into_iter().filter(|d| !d.status.is_final()).collect();
+        unfinished.extend(new);
+        self.enqueue(&unfinished).await?;
         self.store.mark_event_fanned_out(&event.application_id, &event.id, count).await?;
         tracing::debug!(event_id = %event.id, deliveries = count, "event fanned out");
         Ok(count)
@@ -40,6 +50,21 @@ impl Skyhook {
             }
         }
         Ok(done)
+    }
+
+    /// The deliveries an earlier, interrupted fan-out of this event wrote (not manual retries).
+    async fn original_deliveries(&self, event: &Event) -> ServiceResult<Vec<Delivery>> {
+        let filter = DeliveryFilter { event_id: Some(event.id.clone()), ..DeliveryFilter::default() };
+        let mut page = PageRequest::first(MAX_PAGE_LIMIT);
+        let mut found = Vec::new();
+        loop {
+            let batch = self.store.list_deliveries(&event.application_id, &filter, &page).await?;
+            found.extend(batch.items.into_iter().filter(|d| d.retry_of.is_none()));
+            match batch.next {
+                Some(next) => page.after = Some(next),
+                None => return Ok(found),
+            }
+        }
     }
 
     async fn matching_endpoints(&self, event: &Event) -> ServiceResult<Vec<Endpoint>> {

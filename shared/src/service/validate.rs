@@ -49,6 +49,8 @@ pub fn event_type_name(v: &mut Violations, field: &str, value: &str) {
         && !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
     {
         v.add(field, "may contain only letters, digits and . _ - :");
+    } else if !value.is_empty() && !value.chars().any(|c| c.is_ascii_alphanumeric()) {
+        v.add(field, "must contain at least one letter or digit");
     }
 }
 

@@ -32,8 +32,8 @@ use std::sync::Arc;
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::json;
 use skyhook::domain::{
-    ApiKey, Application, Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, ErrorCode, Event, EventStatus,
-    EventType, Id, IdKind, PayloadFormat, ResponseStatus, Scope, Timestamp,
+    ApiKey, Application, Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, ErrorCode, Event, EventStatus, EventType,
+    Id, IdKind, PayloadFormat, ResponseStatus, Scope, Timestamp,
 };
 use skyhook::ports::{
     AttemptRecord, Clock, DeliveryFilter, EndpointFilter, EventFilter, InsertEvent, ManualClock, Page, PageRequest,
@@ -85,7 +85,8 @@ macro_rules! store_conformance_tests {
         $(
             #[tokio::test]
             async fn $case() {
-                let clock = ::std::sync::Arc::new(::skyhook::ports::ManualClock::new($crate::conformance::start_time()));
+                let start = $crate::conformance::start_time();
+                let clock = ::std::sync::Arc::new(::skyhook::ports::ManualClock::new(start));
                 let store = $make(clock.clone()).await;
                 $crate::conformance::$case($crate::conformance::Ctx { store, clock }).await;
             }
@@ -257,7 +258,12 @@ pub fn delivery(ctx: &Ctx, event: &Event, endpoint: &Endpoint) -> Delivery {
 }
 
 /// An event fanned out to `endpoints`: its deliveries are written and counted.
-pub async fn fanned_out_event(ctx: &Ctx, app: &Id, event_type: &str, endpoints: &[&Endpoint]) -> (Event, Vec<Delivery>) {
+pub async fn fanned_out_event(
+    ctx: &Ctx,
+    app: &Id,
+    event_type: &str,
+    endpoints: &[&Endpoint],
+) -> (Event, Vec<Delivery>) {
     let ev = insert_event(ctx, app, event_type).await;
     let deliveries: Vec<Delivery> = endpoints.iter().map(|ep| delivery(ctx, &ev, ep)).collect();
     ctx.store.insert_deliveries(&deliveries).await.unwrap();
@@ -670,7 +676,14 @@ pub async fn given_an_endpoint_when_created_then_every_field_survives_including_
     assert_eq!(ctx.store.get_endpoint(&a.id, &minimal.id).await.unwrap(), Some(minimal));
     // AND another application cannot see it
     assert_eq!(ctx.store.get_endpoint(&b.id, &ep.id).await.unwrap(), None);
-    assert!(ctx.store.list_endpoints(&b.id, &EndpointFilter::default(), &PageRequest::first(10)).await.unwrap().items.is_empty());
+    assert!(
+        ctx.store
+            .list_endpoints(&b.id, &EndpointFilter::default(), &PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     // AND the same id cannot be created twice
     assert_conflict(ctx.store.create_endpoint(&ep).await);
 }
@@ -886,8 +899,7 @@ pub async fn given_attempts_on_an_endpoint_when_stats_are_read_then_counts_laten
     assert_eq!(stats.last_success_at, Some(last_success));
     assert_eq!(stats.last_failure_at, Some(last_failure));
     // AND one bucket per hour with attempts, oldest first
-    let buckets: Vec<_> =
-        stats.hourly.iter().map(|h| (h.start, h.succeeded, h.failed, h.avg_latency_ms)).collect();
+    let buckets: Vec<_> = stats.hourly.iter().map(|h| (h.start, h.succeeded, h.failed, h.avg_latency_ms)).collect();
     assert_eq!(buckets, vec![(at(13, 0), 1, 1, Some(75.0)), (at(14, 0), 0, 2, Some(250.0))]);
 
     // WHEN read since 12:00 THEN the old delivery and attempt count too
@@ -927,7 +939,9 @@ pub async fn given_an_event_when_inserted_then_get_returns_every_field(ctx: Ctx)
     assert_eq!(ctx.store.get_event(&a.id, &plain.id).await.unwrap(), Some(plain));
     // AND another application cannot see it
     assert_eq!(ctx.store.get_event(&b.id, &full.id).await.unwrap(), None);
-    assert!(ctx.store.list_events(&b.id, &EventFilter::default(), &PageRequest::first(10)).await.unwrap().items.is_empty());
+    assert!(
+        ctx.store.list_events(&b.id, &EventFilter::default(), &PageRequest::first(10)).await.unwrap().items.is_empty()
+    );
 }
 
 pub async fn given_an_idempotency_key_when_reused_within_the_window_then_the_first_event_comes_back(ctx: Ctx) {
@@ -1104,7 +1118,8 @@ pub async fn given_events_when_their_expiry_passes_then_they_disappear_from_ever
     let listed = ctx.store.list_events(&a.id, &EventFilter::default(), &PageRequest::first(10)).await.unwrap();
     assert_eq!(ids(listed.items.iter().map(|e| &e.id)), vec![long.id.clone()]);
     assert_eq!(ctx.store.get_delivery(&a.id, &d.id).await.unwrap(), None);
-    let deliveries = ctx.store.list_deliveries(&a.id, &DeliveryFilter::default(), &PageRequest::first(10)).await.unwrap();
+    let deliveries =
+        ctx.store.list_deliveries(&a.id, &DeliveryFilter::default(), &PageRequest::first(10)).await.unwrap();
     assert!(deliveries.items.is_empty());
     assert!(ctx.store.list_attempts(&a.id, &d.id).await.unwrap().is_empty());
     assert!(ctx.store.events_awaiting_fanout(10).await.unwrap().is_empty());
@@ -1308,9 +1323,7 @@ pub async fn given_a_delivery_when_an_attempt_is_recorded_then_delivery_and_atte
     assert!(ctx.store.list_attempts(&b.id, &d.id).await.unwrap().is_empty());
 }
 
-pub async fn given_a_stale_attempt_count_when_an_attempt_is_recorded_then_it_conflicts_and_writes_nothing(
-    ctx: Ctx,
-) {
+pub async fn given_a_stale_attempt_count_when_an_attempt_is_recorded_then_it_conflicts_and_writes_nothing(ctx: Ctx) {
     // GIVEN a delivery whose first attempt was recorded
     let a = create_app(&ctx, "A").await;
     let ep = create_endpoint(&ctx, &a.id, &[]).await;

@@ -19,9 +19,7 @@ use serde_json::{Value, json};
 use skyhook::adapters::local_secrets::StaticSecrets;
 use skyhook::adapters::sqlite::{SqliteQueue, SqliteQueueConfig, SqliteStore};
 use skyhook::api::{ApiRequest, handle};
-use skyhook::ports::{
-    Clock, EndpointResponse, ManualClock, OutgoingWebhook, Queue, SendFailure, WebhookSender,
-};
+use skyhook::ports::{Clock, EndpointResponse, ManualClock, OutgoingWebhook, Queue, SendFailure, WebhookSender};
 use skyhook::service::{Dispatcher, MessageOutcome, ServiceConfig, Skyhook};
 use skyhook::ssrf::AddressPolicy;
 
@@ -99,10 +97,7 @@ impl Drop for TestApp {
 
 fn unique_db_path() -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     std::env::temp_dir().join(format!(
         "skyhook-api-test-{}-{}-{}.sqlite",
         std::process::id(),
@@ -135,13 +130,7 @@ impl TestApp {
             ..ServiceConfig::default()
         };
         tweak(&mut config);
-        let service = Arc::new(Skyhook::new(
-            store.clone(),
-            queue.clone(),
-            dyn_clock,
-            material,
-            config,
-        ));
+        let service = Arc::new(Skyhook::new(store.clone(), queue.clone(), dyn_clock, material, config));
         let sender = Arc::new(FakeSender::default());
         let dispatcher = Arc::new(Dispatcher::new(Arc::clone(&service), sender.clone()));
         TestApp { service, clock, admin, store, queue, sender, dispatcher, db_path }
@@ -166,7 +155,13 @@ impl TestApp {
 
     /// A JSON request through the real router; the credential goes as
     /// `Authorization: Bearer`.
-    pub async fn call(&self, method: &str, path_and_query: &str, credential: Option<&str>, body: Option<Value>) -> Reply {
+    pub async fn call(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        credential: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         let auth = credential.map(|c| format!("Bearer {c}"));
         let mut headers: Vec<(&str, &str)> = Vec::new();
         if let Some(auth) = &auth {
@@ -233,7 +228,14 @@ impl TestApp {
     }
 
     /// Calls and asserts the status, returning the body.
-    pub async fn expect(&self, status: u16, method: &str, path: &str, credential: Option<&str>, body: Option<Value>) -> Value {
+    pub async fn expect(
+        &self,
+        status: u16,
+        method: &str,
+        path: &str,
+        credential: Option<&str>,
+        body: Option<Value>,
+    ) -> Value {
         let (got, value, _) = self.call(method, path, credential, body.clone()).await;
         assert_eq!(got, status, "{method} {path} with {body:?} answered {got}: {value}");
         value
@@ -411,7 +413,10 @@ pub fn assert_problem(reply: &Reply, status: u16, field: Option<&str>) {
         "problem content-type for {body}"
     );
     assert_eq!(body["status"], json!(status), "problem status member: {body}");
-    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(), "problem shape: {body}");
+    assert!(
+        body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(),
+        "problem shape: {body}"
+    );
     if let Some(field) = field {
         assert!(has_field(body, field), "expected a field error for {field:?}: {body}");
     }
@@ -445,4 +450,102 @@ pub fn ids(page: &Value) -> Vec<String> {
 
 pub fn str_of<'a>(value: &'a Value, field: &str) -> &'a str {
     value[field].as_str().unwrap_or_else(|| panic!("{field} is not a string in {value}"))
+}
+
+// -------------------------------------------------------------------- routes
+
+/// Real ids of one tenant's resources, to substitute into route paths.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    pub tenant: Tenant,
+    pub event_type: String,
+    pub endpoint_id: String,
+    pub event_id: String,
+    /// A failed delivery (retryable).
+    pub delivery_id: String,
+}
+
+impl TestApp {
+    /// A tenant with an event type, a failing endpoint, an event and its failed delivery.
+    pub async fn fixture(&self, name: &str) -> Fixture {
+        let tenant = self.new_tenant(name).await;
+        let event_type = format!("{name}.happened");
+        let (endpoint_id, event_id, delivery_id) = self.failed_delivery(&tenant, &event_type).await;
+        Fixture { tenant, event_type, endpoint_id, event_id, delivery_id }
+    }
+}
+
+/// `route.path` with its parameters replaced by `fixture`'s ids.
+pub fn route_path(route: &skyhook::api::Route, fixture: &Fixture) -> String {
+    let id = if route.path.starts_with("/v1/endpoints/") {
+        fixture.endpoint_id.as_str()
+    } else if route.path.starts_with("/v1/events/") {
+        fixture.event_id.as_str()
+    } else {
+        fixture.delivery_id.as_str()
+    };
+    route
+        .path
+        .replace("{appId}", &fixture.tenant.app_id)
+        .replace("{keyId}", &fixture.tenant.key_id)
+        .replace("{name}", &fixture.event_type)
+        .replace("{id}", id)
+}
+
+/// A body that passes validation on `route` (for routes that take one).
+pub fn route_body(route: &skyhook::api::Route, fixture: &Fixture) -> Option<Value> {
+    use skyhook::api::RouteOp as O;
+    match route.op {
+        O::CreateApplication | O::PatchApplication | O::PutApplication | O::CreateApiKey => {
+            Some(json!({ "name": "valid name" }))
+        }
+        O::CreateEventType => Some(json!({ "name": "valid.new.type" })),
+        O::PutEventType => Some(json!({ "description": "valid" })),
+        O::CreateEndpoint | O::PutEndpoint => Some(json!({ "url": OK_URL })),
+        O::PatchEndpoint => Some(json!({ "description": "valid" })),
+        O::PublishEvent => Some(json!({ "eventType": fixture.event_type, "payload": { "valid": true } })),
+        O::BulkRetry | O::RotateEndpointSecret | O::TestEndpoint | O::RetryDelivery => Some(json!({})),
+        _ => None,
+    }
+}
+
+/// Routes that need no credential.
+pub fn is_public(route: &skyhook::api::Route) -> bool {
+    matches!(route.op, skyhook::api::RouteOp::Health | skyhook::api::RouteOp::OAuthToken)
+}
+
+/// Routes only the admin token may call.
+pub fn is_admin(route: &skyhook::api::Route) -> bool {
+    use skyhook::api::Resource;
+    !is_public(route) && matches!(route.resource, Resource::Applications | Resource::ApiKeys)
+}
+
+/// The scope an application route needs.
+pub fn required_scope(route: &skyhook::api::Route) -> &'static str {
+    use skyhook::api::RouteOp as O;
+    match route.op {
+        O::CreateEventType
+        | O::PutEventType
+        | O::DeleteEventType
+        | O::CreateEndpoint
+        | O::PutEndpoint
+        | O::PatchEndpoint
+        | O::DeleteEndpoint
+        | O::RotateEndpointSecret
+        | O::TestEndpoint => "webhooks:write",
+        O::ListEventTypes | O::GetEventType | O::ListEndpoints | O::GetEndpoint | O::EndpointStats => "webhooks:read",
+        O::PublishEvent | O::DeleteDelivery | O::RetryDelivery | O::BulkRetry => "events:write",
+        O::ListEvents | O::GetEvent | O::ListDeliveries | O::ListEndpointDeliveries | O::GetDelivery => "events:read",
+        O::Health
+        | O::OAuthToken
+        | O::CreateApplication
+        | O::ListApplications
+        | O::GetApplication
+        | O::PatchApplication
+        | O::PutApplication
+        | O::DeleteApplication
+        | O::CreateApiKey
+        | O::ListApiKeys
+        | O::RevokeApiKey => panic!("{} {} is not an application route", route.method, route.path),
+    }
 }

@@ -1,4 +1,5 @@
 //! AWS adapters (feature `aws`): DynamoDB store, SQS queue, Secrets Manager.
 
+pub mod dynamodb;
 pub mod secrets;
 pub mod sqs;

@@ -19,6 +19,8 @@ use crate::ports::{OutgoingMessage, Queue, QueueError, ReceivedMessage};
 const MAX_DELAY_SECS: u64 = 900;
 const MAX_VISIBILITY_SECS: u64 = 43_200;
 const MAX_WAIT_SECS: u64 = 20;
+/// Largest total of message bodies in one SendMessageBatch (256 KiB).
+const MAX_BATCH_BYTES: usize = 262_144;
 
 /// Error codes meaning "this receipt handle is not the message's current one".
 const RECEIPT_CODES: &[&str] = &["ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidIdFormat"];
@@ -64,8 +66,9 @@ impl SqsQueue {
         &self.queue_url
     }
 
-    /// Sends one chunk of at most ten; returns the indexes (into `chunk`)
-    /// SQS reported as failed, with the last failure's description.
+    /// Sends one chunk (entry ids are the messages' indexes in the whole
+    /// batch); returns the entries SQS reported as failed: index, reason,
+    /// sender fault.
     async fn send_chunk(&self, chunk: &[(usize, &OutgoingMessage)]) -> Result<Vec<(usize, String, bool)>, QueueError> {
         let mut entries = Vec::with_capacity(chunk.len());
         for (index, message) in chunk {
@@ -98,6 +101,27 @@ impl SqsQueue {
     }
 }
 
+/// Consecutive runs of at most [`MAX_BATCH`] messages and
+/// [`MAX_BATCH_BYTES`] of bodies (SQS rejects larger batch requests).
+fn chunks(messages: &[OutgoingMessage]) -> Vec<Vec<(usize, &OutgoingMessage)>> {
+    let mut chunks: Vec<Vec<(usize, &OutgoingMessage)>> = Vec::new();
+    let mut bytes = 0;
+    for (index, message) in messages.iter().enumerate() {
+        let size = message.body.len();
+        match chunks.last_mut() {
+            Some(last) if last.len() < MAX_BATCH && bytes + size <= MAX_BATCH_BYTES => {
+                last.push((index, message));
+                bytes += size;
+            }
+            _ => {
+                chunks.push(vec![(index, message)]);
+                bytes = size;
+            }
+        }
+    }
+    chunks
+}
+
 /// Whole seconds, rounded up (a 500 ms delay must not become "now"), capped.
 fn ceil_secs(duration: Duration, max: u64) -> i32 {
     let secs = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
@@ -123,8 +147,8 @@ where
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<(), QueueError> {
-        let indexed: Vec<(usize, &OutgoingMessage)> = messages.iter().enumerate().collect();
-        for chunk in indexed.chunks(MAX_BATCH) {
+        for chunk in chunks(&messages) {
+            let chunk = chunk.as_slice();
             let failed = self.send_chunk(chunk).await?;
             if failed.is_empty() {
                 continue;
@@ -134,8 +158,13 @@ impl Queue for SqsQueue {
                 failed.iter().filter_map(|(index, _, _)| messages.get(*index).map(|m| (*index, m))).collect();
             let still_failed = self.send_chunk(&retry).await?;
             if let Some((_, reason, sender_fault)) = still_failed.first() {
-                let message = format!("SQS rejected {} of {} messages twice; last: {reason}", still_failed.len(), chunk.len());
-                return Err(if *sender_fault { QueueError::Invalid(message) } else { QueueError::Unavailable(message) });
+                let message =
+                    format!("SQS rejected {} of {} messages twice; last: {reason}", still_failed.len(), chunk.len());
+                return Err(if *sender_fault {
+                    QueueError::Invalid(message)
+                } else {
+                    QueueError::Unavailable(message)
+                });
             }
         }
         Ok(())
@@ -199,6 +228,17 @@ impl Queue for SqsQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_many_or_large_messages_then_chunks_respect_count_and_size() {
+        let small: Vec<OutgoingMessage> = (0..25).map(|i| OutgoingMessage::now(i.to_string())).collect();
+        let sizes: Vec<usize> = chunks(&small).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [10, 10, 5]);
+        let big: Vec<OutgoingMessage> = (0..4).map(|_| OutgoingMessage::now("x".repeat(100_000))).collect();
+        let grouped: Vec<Vec<usize>> = chunks(&big).iter().map(|c| c.iter().map(|(i, _)| *i).collect()).collect();
+        assert_eq!(grouped, [vec![0, 1], vec![2, 3]]);
+        assert!(chunks(&[]).is_empty());
+    }
 
     #[test]
     fn given_sub_second_durations_then_they_round_up_and_are_capped() {

@@ -4,18 +4,22 @@
 //!
 //! Several named queues can share one database file (and the store's file):
 //! every row carries its queue name, in tables prefixed `queue_`. Durability
-//! matches the store: WAL with `synchronous=FULL`, one transaction per call.
+//! matches the store: WAL with `synchronous=FULL`; a call returns only after
+//! the transaction holding it is committed (concurrent calls share one
+//! transaction and one fsync: group commit).
 //! All time comes from the injected [`Clock`], so tests can move it; only the
 //! long-poll `wait` of [`Queue::receive`] is real time.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::Notify;
+
+use super::store::GroupWriter;
 
 use crate::ports::Clock;
 use crate::ports::queue::{MAX_BATCH, OutgoingMessage, Queue, QueueError, ReceivedMessage};
@@ -75,28 +79,38 @@ impl Default for SqliteQueueConfig {
     }
 }
 
-/// One named queue in a SQLite file. Cheap to clone (shared connection).
+/// One named queue in a SQLite file. Cheap to clone (one shared writer).
+///
+/// All database work runs on a dedicated thread that owns the connection and
+/// commits whatever calls are waiting in one transaction (group commit, see
+/// `GroupWriter`): every call returns only after its fsync, but concurrent
+/// calls share one.
 #[derive(Clone)]
 pub struct SqliteQueue {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    conn: Mutex<Connection>,
-    name: String,
-    config: SqliteQueueConfig,
-    clock: Arc<dyn Clock>,
+    writer: GroupWriter,
+    shared: Arc<Shared>,
     /// Wakes long-polling receivers when messages are sent or made visible.
     notify: Notify,
     path: PathBuf,
+}
+
+/// What the worker thread and the callers both need.
+struct Shared {
+    name: String,
+    config: SqliteQueueConfig,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for SqliteQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteQueue")
             .field("path", &self.inner.path)
-            .field("name", &self.inner.name)
-            .field("config", &self.inner.config)
+            .field("name", &self.inner.shared.name)
+            .field("config", &self.inner.shared.config)
             .finish_non_exhaustive()
     }
 }
@@ -132,12 +146,10 @@ impl SqliteQueue {
         if config.visibility_timeout > MAX_VISIBILITY_TIMEOUT {
             return Err(QueueError::Invalid("the visibility timeout is over 12 hours".into()));
         }
-        if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    QueueError::Unavailable(format!("cannot create the directory {}: {e}", parent.display()))
-                })?;
-            }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                QueueError::Unavailable(format!("cannot create the directory {}: {e}", parent.display()))
+            })?;
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(path, flags).map_err(unavailable)?;
@@ -159,36 +171,31 @@ impl SqliteQueue {
         )
         .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
-        Ok(SqliteQueue {
-            inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
-                name: queue_name.to_string(),
-                config,
-                clock,
-                notify: Notify::new(),
-                path: path.to_path_buf(),
-            }),
-        })
+
+        let writer = GroupWriter::spawn(conn, &format!("skyhook-queue-{queue_name}"))
+            .map_err(|e| QueueError::Unavailable(format!("cannot start the queue writer: {e}")))?;
+        let shared = Arc::new(Shared { name: queue_name.to_string(), config, clock });
+        Ok(SqliteQueue { inner: Arc::new(Inner { writer, shared, notify: Notify::new(), path: path.to_path_buf() }) })
     }
 
     pub fn name(&self) -> &str {
-        &self.inner.name
+        &self.inner.shared.name
     }
 
     pub fn config(&self) -> &SqliteQueueConfig {
-        &self.inner.config
+        &self.inner.shared.config
     }
 
     /// `(visible, in flight or delayed)` message counts, like SQS's
     /// `ApproximateNumberOfMessages` / `...NotVisible` + `...Delayed`.
     pub async fn approximate_counts(&self) -> Result<(u64, u64), QueueError> {
-        self.run(|inner, conn, now| {
+        self.run(|conn, shared, now| {
             let (visible, hidden): (i64, i64) = conn
                 .prepare_cached(
                     "SELECT COALESCE(SUM(visible_at <= ?2), 0), COALESCE(SUM(visible_at > ?2), 0) \
                      FROM queue_messages WHERE queue = ?1",
                 )?
-                .query_row(params![inner.name, now], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                .query_row(params![shared.name, now], |row| Ok((row.get(0)?, row.get(1)?)))?;
             Ok((visible.max(0) as u64, hidden.max(0) as u64))
         })
         .await
@@ -196,9 +203,9 @@ impl SqliteQueue {
 
     /// Bodies of this queue's dead letters, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<String>, QueueError> {
-        self.run(|inner, conn, _| {
+        self.run(|conn, shared, _| {
             let mut stmt = conn.prepare_cached("SELECT body FROM queue_dead_letters WHERE queue = ?1 ORDER BY seq")?;
-            let bodies = stmt.query_map([&inner.name], |row| row.get(0))?;
+            let bodies = stmt.query_map([&shared.name], |row| row.get(0))?;
             bodies.collect()
         })
         .await
@@ -208,17 +215,15 @@ impl SqliteQueue {
     /// fresh receive count. Returns how many moved.
     pub async fn redrive_dead_letters(&self) -> Result<u64, QueueError> {
         let moved = self
-            .run(|inner, conn, now| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let moved = tx
+            .run(|conn, shared, now| {
+                let moved = conn
                     .prepare_cached(
                         "INSERT INTO queue_messages (queue, message_id, body, sent_at, visible_at, receive_count) \
                          SELECT queue, message_id, body, sent_at, ?2, 0 FROM queue_dead_letters \
                          WHERE queue = ?1 ORDER BY seq",
                     )?
-                    .execute(params![inner.name, now])?;
-                tx.prepare_cached("DELETE FROM queue_dead_letters WHERE queue = ?1")?.execute([&inner.name])?;
-                tx.commit()?;
+                    .execute(params![shared.name, now])?;
+                conn.prepare_cached("DELETE FROM queue_dead_letters WHERE queue = ?1")?.execute([&shared.name])?;
                 Ok(moved as u64)
             })
             .await?;
@@ -228,38 +233,39 @@ impl SqliteQueue {
         Ok(moved)
     }
 
-    /// Runs `f` on the connection in a blocking task, with the clock's now in ms.
-    async fn run<T, F>(&self, f: F) -> Result<T, QueueError>
+    /// Runs `work` on the worker, inside a transaction, with the clock's now
+    /// in ms; answers once that transaction is committed (and fsync'd).
+    async fn run<T, F>(&self, work: F) -> Result<T, QueueError>
     where
         T: Send + 'static,
-        F: FnOnce(&Inner, &mut Connection, i64) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&Connection, &Shared, i64) -> rusqlite::Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let now = inner.clock.now().timestamp_millis();
-            let mut conn = lock(&inner.conn);
-            f(&inner, &mut conn, now).map_err(unavailable)
-        })
-        .await
-        .map_err(|e| QueueError::Unavailable(format!("queue task failed: {e}")))?
+        let shared = self.inner.shared.clone();
+        let work = move |conn: &Connection| {
+            let now = shared.clock.now().timestamp_millis();
+            work(conn, &shared, now)
+        };
+        match self.inner.writer.run(work).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(message) => Err(QueueError::Unavailable(message)),
+        }
     }
 
     /// One non-waiting receive. With nothing to return, also gives when the
     /// next message becomes visible (clock ms), if any is hidden.
     async fn receive_now(&self, max: usize) -> Result<(Vec<ReceivedMessage>, Option<i64>), QueueError> {
-        self.run(move |inner, conn, now| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let visible_until = now.saturating_add(millis(inner.config.visibility_timeout));
-            let max_receives = i64::from(inner.config.max_receive_count);
+        self.run(move |conn, shared, now| {
+            let visible_until = now.saturating_add(millis(shared.config.visibility_timeout));
+            let max_receives = i64::from(shared.config.max_receive_count);
             let mut received = Vec::with_capacity(max);
             loop {
                 let want = (max - received.len()) as i64;
-                let candidates: Vec<(i64, String, String, i64, i64)> = tx
+                let candidates: Vec<(i64, String, String, i64, i64)> = conn
                     .prepare_cached(
                         "SELECT seq, message_id, body, receive_count, sent_at FROM queue_messages \
                          WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
                     )?
-                    .query_map(params![inner.name, now, want], |row| {
+                    .query_map(params![shared.name, now, want], |row| {
                         Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
                     })?
                     .collect::<rusqlite::Result<_>>()?;
@@ -268,17 +274,27 @@ impl SqliteQueue {
                 }
                 for (seq, message_id, body, receive_count, sent_at) in candidates {
                     if max_receives > 0 && receive_count >= max_receives {
-                        tx.prepare_cached(
-                            "INSERT INTO queue_dead_letters (queue, message_id, body, receive_count, sent_at, moved_at) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        conn.prepare_cached(
+                            "INSERT INTO queue_dead_letters (queue, message_id, body, receive_count, sent_at, \
+                             moved_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         )?
-                        .execute(params![inner.name, message_id, body, receive_count, sent_at, now])?;
-                        tx.prepare_cached("DELETE FROM queue_messages WHERE seq = ?1")?.execute([seq])?;
-                        tracing::warn!(queue = %inner.name, %message_id, receive_count, "message moved to the dead-letter table");
+                        .execute(params![
+                            shared.name,
+                            message_id,
+                            body,
+                            receive_count,
+                            sent_at,
+                            now
+                        ])?;
+                        conn.prepare_cached("DELETE FROM queue_messages WHERE seq = ?1")?.execute([seq])?;
+                        tracing::warn!(
+                            queue = %shared.name, %message_id, receive_count,
+                            "message moved to the dead-letter table"
+                        );
                         continue;
                     }
                     let receipt = new_receipt(seq);
-                    tx.prepare_cached(
+                    conn.prepare_cached(
                         "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3 \
                          WHERE seq = ?1",
                     )?
@@ -295,20 +311,15 @@ impl SqliteQueue {
                 }
             }
             let next_visible = if received.is_empty() {
-                tx.prepare_cached("SELECT MIN(visible_at) FROM queue_messages WHERE queue = ?1")?
-                    .query_row([&inner.name], |row| row.get::<_, Option<i64>>(0))?
+                conn.prepare_cached("SELECT MIN(visible_at) FROM queue_messages WHERE queue = ?1")?
+                    .query_row([&shared.name], |row| row.get::<_, Option<i64>>(0))?
             } else {
                 None
             };
-            tx.commit()?;
             Ok((received, next_visible))
         })
         .await
     }
-}
-
-fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[async_trait]
@@ -320,21 +331,18 @@ impl Queue for SqliteQueue {
         if messages.iter().any(|m| m.delay > MAX_DELAY) {
             return Err(QueueError::Invalid("a message delay is over 15 minutes".into()));
         }
-        self.run(move |inner, conn, now| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO queue_messages (queue, message_id, body, sent_at, visible_at, receive_count) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0)",
-                )?;
-                let sent = inner.clock.now();
-                for message in messages {
-                    let message_id = ulid::Ulid::from_datetime(sent.into()).to_string();
-                    let visible_at = now.saturating_add(millis(message.delay));
-                    insert.execute(params![inner.name, message_id, message.body, now, visible_at])?;
-                }
+        self.run(move |conn, shared, now| {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO queue_messages (queue, message_id, body, sent_at, visible_at, receive_count) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+            )?;
+            let sent = shared.clock.now();
+            for message in messages {
+                let message_id = ulid::Ulid::from_datetime(sent.into()).to_string();
+                let visible_at = now.saturating_add(millis(message.delay));
+                insert.execute(params![shared.name, message_id, message.body, now, visible_at])?;
             }
-            tx.commit()
+            Ok(())
         })
         .await?;
         self.inner.notify.notify_waiters();
@@ -363,7 +371,7 @@ impl Queue for SqliteQueue {
             }
             let mut pause = (deadline - now).min(POLL_FALLBACK);
             if let Some(visible_at) = next_visible {
-                let until = visible_at.saturating_sub(self.inner.clock.now().timestamp_millis()).max(1);
+                let until = visible_at.saturating_sub(self.inner.shared.clock.now().timestamp_millis()).max(1);
                 pause = pause.min(Duration::from_millis(until as u64));
             }
             tokio::select! {
@@ -380,11 +388,11 @@ impl Queue for SqliteQueue {
         let seq = receipt_seq(receipt_handle)?;
         let receipt = receipt_handle.to_string();
         let changed = self
-            .run(move |inner, conn, now| {
+            .run(move |conn, shared, now| {
                 conn.prepare_cached(
                     "UPDATE queue_messages SET visible_at = ?4 WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
                 )?
-                .execute(params![seq, inner.name, receipt, now.saturating_add(millis(timeout))])
+                .execute(params![seq, shared.name, receipt, now.saturating_add(millis(timeout))])
             })
             .await?;
         if changed == 0 {
@@ -400,9 +408,9 @@ impl Queue for SqliteQueue {
         let seq = receipt_seq(receipt_handle)?;
         let receipt = receipt_handle.to_string();
         let deleted = self
-            .run(move |inner, conn, _| {
+            .run(move |conn, shared, _| {
                 conn.prepare_cached("DELETE FROM queue_messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3")?
-                    .execute(params![seq, inner.name, receipt])
+                    .execute(params![seq, shared.name, receipt])
             })
             .await?;
         if deleted == 0 {

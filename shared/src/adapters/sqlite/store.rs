@@ -1,11 +1,13 @@
 //! The `Store` port on SQLite (rusqlite, bundled).
 //!
-//! - One writer connection behind a mutex, every write one `BEGIN IMMEDIATE`
-//!   transaction; a small pool of read-only connections (WAL lets them read
-//!   while the writer writes).
+//! - One writer connection on its own thread with group commit: the writes
+//!   waiting at a time share one `BEGIN IMMEDIATE` transaction (each in its
+//!   own savepoint) and one fsync; a small pool of read-only connections (WAL
+//!   lets them read while the writer writes).
 //! - WAL with `synchronous=FULL`: a committed write is fsync'd, so a 202 means
 //!   the event survives a power cut.
-//! - rusqlite blocks, so every call runs in `tokio::task::spawn_blocking`.
+//! - rusqlite blocks, so reads run in `tokio::task::spawn_blocking` and writes
+//!   on the writer thread; no async task ever blocks on SQLite.
 //! - Every column the adapter filters or sorts on is a real column, and so is
 //!   every field the domain keeps out of its JSON (`#[serde(skip)]`); only
 //!   nested values (payload, schema, headers, metadata, scopes, event types)
@@ -21,12 +23,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::types::{Type, Value};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params, params_from_iter};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 use serde::de::DeserializeOwned;
 
 use crate::domain::{
@@ -186,7 +188,8 @@ const DERIVE_EVENT_STATUS: &str = "UPDATE events SET status = CASE \
 const ATTEMPT_OK: &str = "(COALESCE(http_status, 0) BETWEEN 200 AND 299)";
 
 const APP_COLS: &str = "id, name, retention_days, rate_limit, created_at, updated_at";
-const KEY_COLS: &str = "id, application_id, name, prefix, last4, key_hash, scopes, created_at, revoked_at, last_used_at";
+const KEY_COLS: &str =
+    "id, application_id, name, prefix, last4, key_hash, scopes, created_at, revoked_at, last_used_at";
 const EVENT_TYPE_COLS: &str = "application_id, name, description, schema, archived, created_at, updated_at";
 const ENDPOINT_COLS: &str = "id, application_id, url, description, event_types, headers, max_attempts, timeout_secs, \
      payload_format, is_active, disabled_reason, metadata, secret_encrypted, secret_last4, previous_secret_encrypted, \
@@ -206,7 +209,7 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    writer: Mutex<Connection>,
+    writer: GroupWriter,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     clock: Arc<dyn Clock>,
@@ -246,7 +249,8 @@ impl SqliteStore {
     /// the last clone of the store is dropped.
     pub fn open_in_memory(clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let name = format!(
             "skyhook-store-{}-{}-{}.sqlite",
             std::process::id(),
@@ -259,22 +263,22 @@ impl SqliteStore {
     }
 
     fn open_with(path: &Path, clock: Arc<dyn Clock>, temp: Option<TempFiles>) -> Result<Self, StoreError> {
-        if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    StoreError::Unavailable(format!("cannot create the directory {}: {e}", parent.display()))
-                })?;
-            }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create the directory {}: {e}", parent.display()))
+            })?;
         }
         let mut writer = open_connection(path, false).map_err(map_err)?;
         migrate(&mut writer)?;
+        let writer = GroupWriter::spawn(writer, "skyhook-store-writer")
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
         let readers = (0..READER_CONNECTIONS)
             .map(|_| open_connection(path, true).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
+                writer,
                 readers,
                 next_reader: AtomicUsize::new(0),
                 clock,
@@ -320,24 +324,19 @@ impl SqliteStore {
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
 
-    /// Runs `f` in one immediate transaction on the writer; commits when it
-    /// returns `Ok`, rolls back otherwise.
+    /// Runs `f` on the writer inside one transaction (shared with whatever
+    /// other writes are waiting: group commit) and answers once it is
+    /// committed. An `Err` from `f` rolls back only `f`'s own changes.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>, i64) -> Result<T, Failure> + Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, Failure> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        let now = ts(inner.clock.now());
-        tokio::task::spawn_blocking(move || {
-            let mut conn = lock(&inner.writer);
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
-            let value = f(&tx, now).map_err(Failure::into_store)?;
-            tx.commit().map_err(map_err)?;
-            Ok(value)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+        let now = ts(self.inner.clock.now());
+        match self.inner.writer.run(move |conn| f(conn, now).map_err(Failure::into_store)).await {
+            Ok(result) => result,
+            Err(message) => Err(StoreError::Unavailable(message)),
+        }
     }
 }
 
@@ -356,7 +355,7 @@ impl Inner {
 }
 
 /// A poisoned mutex only means another task panicked while holding the
-/// connection; its transaction was rolled back on unwind, so it is usable.
+/// connection; readers keep no transaction open between calls, so it is usable.
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -398,6 +397,144 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     tx.execute_batch(SCHEMA).map_err(map_err)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(map_err)?;
     tx.commit().map_err(map_err)
+}
+
+// ---------------------------------------------------------------------------
+// Group commit
+
+/// A dedicated thread that owns a writer connection. Callers hand it work;
+/// it takes every call that is waiting, runs each in its own savepoint of one
+/// `BEGIN IMMEDIATE` transaction, commits (one fsync) and only then answers
+/// them all. With `synchronous=FULL` every answered write is on disk, and
+/// concurrent writes share the fsync. Shared by the store and the queue.
+pub(super) struct GroupWriter {
+    jobs: Option<mpsc::Sender<Box<dyn Job>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Called after the batch's COMMIT with its error, if it failed.
+type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+
+trait Job: Send {
+    /// Runs the work; `false` when it failed (its savepoint is rolled back).
+    fn run(self: Box<Self>, conn: &Connection) -> (bool, Finish);
+    /// Answers without running (the transaction could not start).
+    fn fail(self: Box<Self>, message: String);
+}
+
+/// The answer to a job: `Err` when the transaction itself failed.
+type JobReply<T, E> = tokio::sync::oneshot::Sender<Result<Result<T, E>, String>>;
+
+struct TypedJob<T, E, F> {
+    work: F,
+    reply: JobReply<T, E>,
+}
+
+impl<T, E, F> Job for TypedJob<T, E, F>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> (bool, Finish) {
+        let TypedJob { work, reply } = *self;
+        let result = work(conn);
+        let ok = result.is_ok();
+        let finish: Finish = Box::new(move |commit_error| {
+            let answer = match commit_error {
+                Some(e) if ok => Err(format!("commit failed: {e}")),
+                _ => Ok(result),
+            };
+            let _ = reply.send(answer);
+        });
+        (ok, finish)
+    }
+
+    fn fail(self: Box<Self>, message: String) {
+        let _ = self.reply.send(Err(message));
+    }
+}
+
+/// Most calls committed together.
+const MAX_GROUP: usize = 256;
+
+impl GroupWriter {
+    pub(super) fn spawn(conn: Connection, thread_name: &str) -> std::io::Result<Self> {
+        let (jobs, queue) = mpsc::channel();
+        let thread =
+            std::thread::Builder::new().name(thread_name.to_string()).spawn(move || group_worker(conn, queue))?;
+        Ok(GroupWriter { jobs: Some(jobs), thread: Some(thread) })
+    }
+
+    /// Runs `work` in the next group transaction. The outer `Err` is a
+    /// failure of the transaction itself (begin/commit/worker gone).
+    pub(super) async fn run<T, E, F>(&self, work: F) -> Result<Result<T, E>, String>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let jobs = self.jobs.as_ref().ok_or_else(|| "the writer has stopped".to_string())?;
+        jobs.send(Box::new(TypedJob { work, reply })).map_err(|_| "the writer has stopped".to_string())?;
+        answer.await.map_err(|_| "the writer dropped the call".to_string())?
+    }
+}
+
+impl Drop for GroupWriter {
+    /// Lets the thread finish what it has and close the connection.
+    fn drop(&mut self) {
+        self.jobs.take();
+        let current = std::thread::current().id();
+        if let Some(thread) = self.thread.take().filter(|t| t.thread().id() != current) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn group_worker(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let message = e.to_string();
+            batch.into_iter().for_each(|job| job.fail(message.clone()));
+            continue;
+        }
+        let mut finishers = Vec::with_capacity(batch.len());
+        for job in batch {
+            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                job.fail(e.to_string());
+                continue;
+            }
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&conn)));
+            let ok = match ran {
+                Ok((ok, finish)) => {
+                    finishers.push(finish);
+                    ok
+                }
+                // The reply channel went with the job: its caller sees the writer drop the call.
+                Err(_) => false,
+            };
+            let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+            if let Err(e) = conn.execute_batch(end) {
+                tracing::error!(error = %e, "cannot end a write savepoint");
+            }
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        let commit_error = commit.as_ref().err().map(String::as_str);
+        for finish in finishers {
+            finish(commit_error);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -753,7 +890,7 @@ fn into_page<T>(mut items: Vec<T>, page: &PageRequest, position: impl Fn(&T) -> 
 }
 
 /// Adds `(succeeded, failed)` to an event's counters and re-derives its status.
-fn adjust_event_counters(tx: &Transaction<'_>, event_id: &str, delta: (i64, i64)) -> rusqlite::Result<()> {
+fn adjust_event_counters(tx: &Connection, event_id: &str, delta: (i64, i64)) -> rusqlite::Result<()> {
     if delta == (0, 0) {
         return Ok(());
     }
@@ -774,7 +911,7 @@ fn insert_delivery_sql(or_ignore: bool) -> String {
     )
 }
 
-fn insert_delivery(tx: &Transaction<'_>, sql: &str, d: &Delivery) -> rusqlite::Result<usize> {
+fn insert_delivery(tx: &Connection, sql: &str, d: &Delivery) -> rusqlite::Result<usize> {
     tx.prepare_cached(sql)?.execute(params![
         d.id.as_str(),
         d.application_id.as_str(),
@@ -956,20 +1093,22 @@ impl EventTypeStore for SqliteStore {
         let et = event_type.clone();
         self.write(move |tx, _| {
             let schema = et.schema.as_ref().map(to_json).transpose()?;
-            tx.prepare_cached(&format!("INSERT INTO event_types ({EVENT_TYPE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?
-                .execute(params![
-                    et.application_id.as_str(),
-                    et.name,
-                    et.description,
-                    schema,
-                    et.archived,
-                    ts(et.created_at),
-                    ts(et.updated_at)
-                ])
-                .map_err(|e| match map_err(e) {
-                    StoreError::Conflict(_) => conflict(format!("event type {:?} exists", et.name)),
-                    other => Failure::Store(other),
-                })?;
+            tx.prepare_cached(&format!(
+                "INSERT INTO event_types ({EVENT_TYPE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            ))?
+            .execute(params![
+                et.application_id.as_str(),
+                et.name,
+                et.description,
+                schema,
+                et.archived,
+                ts(et.created_at),
+                ts(et.updated_at)
+            ])
+            .map_err(|e| match map_err(e) {
+                StoreError::Conflict(_) => conflict(format!("event type {:?} exists", et.name)),
+                other => Failure::Store(other),
+            })?;
             Ok(())
         })
         .await
@@ -1101,7 +1240,9 @@ impl EndpointStore for SqliteStore {
         let (app_id, id) = (app_id.clone(), id.clone());
         self.read(move |conn, _| {
             Ok(conn
-                .prepare_cached(&format!("SELECT {ENDPOINT_COLS} FROM endpoints WHERE id = ?1 AND application_id = ?2"))?
+                .prepare_cached(&format!(
+                    "SELECT {ENDPOINT_COLS} FROM endpoints WHERE id = ?1 AND application_id = ?2"
+                ))?
                 .query_row([id.as_str(), app_id.as_str()], endpoint_from_row)
                 .optional()?)
         })
@@ -1187,6 +1328,9 @@ impl EndpointStore for SqliteStore {
     async fn endpoint_stats(&self, app_id: &Id, id: &Id, since: Timestamp) -> StoreResult<EndpointStats> {
         let (app_id, id) = (app_id.clone(), id.clone());
         self.read(move |conn, now| {
+            // One read transaction: every number below comes from the same snapshot.
+            let snapshot = conn.unchecked_transaction()?;
+            let conn: &Connection = &snapshot;
             let since_ns = ts(since);
             let scope = params![app_id.as_str(), id.as_str(), since_ns, now];
             let mut stats = conn
@@ -1227,7 +1371,9 @@ impl EndpointStore for SqliteStore {
                 // Nearest rank: the ceil(0.95 n)-th smallest duration.
                 let rank = (stats.attempts * 95).div_ceil(100).max(1);
                 let p95: i64 = conn
-                    .prepare_cached(&format!("SELECT duration_ms {attempts_where} ORDER BY duration_ms LIMIT 1 OFFSET ?5"))?
+                    .prepare_cached(&format!(
+                        "SELECT duration_ms {attempts_where} ORDER BY duration_ms LIMIT 1 OFFSET ?5"
+                    ))?
                     .query_row(params![app_id.as_str(), id.as_str(), since_ns, now, to_i64(rank - 1)], |row| {
                         row.get(0)
                     })?;
@@ -1430,8 +1576,8 @@ impl DeliveryStore for SqliteStore {
         let (app_id, delivery_id) = (app_id.clone(), delivery_id.clone());
         self.read(move |conn, now| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {ATTEMPT_COLS} FROM attempts WHERE delivery_id = ?1 AND application_id = ?2 AND expires_at > ?3 \
-                 ORDER BY number ASC, started_at ASC"
+                "SELECT {ATTEMPT_COLS} FROM attempts \
+                 WHERE delivery_id = ?1 AND application_id = ?2 AND expires_at > ?3 ORDER BY number ASC, started_at ASC"
             ))?;
             let rows = stmt.query_map(params![delivery_id.as_str(), app_id.as_str(), now], attempt_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -1,0 +1,15 @@
+//! Lambda function `deliveries`: the /v1/deliveries routes and an endpoint's deliveries, behind the HTTP API.
+//! Adapters and the secret are built once per cold start; a failure there is
+//! returned from `main`, which the runtime reports as an init error.
+
+use lambda_http::{Error, service_fn};
+use skyhook::api::Resource;
+use skyhook::lambda::{LambdaConfig, build_service, handle_http, init_tracing};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let config = LambdaConfig::from_env()?;
+    let service = build_service(&config).await?;
+    lambda_http::run(service_fn(|request| handle_http(&service, Resource::Deliveries, request))).await
+}

@@ -1,0 +1,74 @@
+//! Cold start (features `lambda` + `aws`): one SDK config, the adapters, the
+//! secret read once, the service. Every failure is an [`InitError`] that the
+//! binary returns from `main`, so the runtime reports an init error instead
+//! of a panic loop.
+
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use tokio::sync::OnceCell;
+
+use super::config::{ConfigError, LambdaConfig};
+use crate::adapters::aws::dynamodb::DynamoStore;
+use crate::adapters::aws::secrets::SecretsManagerSecrets;
+use crate::adapters::aws::sqs::SqsQueue;
+use crate::ports::{Clock, Queue, Secrets, SecretsError, SystemClock};
+use crate::sender::{HttpSender, SenderBuildError};
+use crate::service::{Dispatcher, Skyhook};
+use crate::ssrf::SystemResolver;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot load the Skyhook secret {secret_id:?} (SECRET_ID): {source}")]
+    Secrets { secret_id: String, source: SecretsError },
+    #[error(transparent)]
+    Sender(#[from] SenderBuildError),
+}
+
+/// The AWS SDK configuration from the Lambda environment (region,
+/// credentials), loaded once per process.
+pub async fn sdk_config() -> &'static SdkConfig {
+    static SDK: OnceCell<SdkConfig> = OnceCell::const_new();
+    SDK.get_or_init(|| aws_config::load_defaults(BehaviorVersion::latest())).await
+}
+
+/// The service on DynamoDB, the deliveries queue and the secret, with the
+/// process's SDK configuration.
+pub async fn build_service(config: &LambdaConfig) -> Result<Arc<Skyhook>, InitError> {
+    build_service_with(config, sdk_config().await).await
+}
+
+/// [`build_service`] with an explicit SDK configuration (tests point it at moto).
+pub async fn build_service_with(config: &LambdaConfig, sdk: &SdkConfig) -> Result<Arc<Skyhook>, InitError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let secrets = SecretsManagerSecrets::new(aws_sdk_secretsmanager::Client::new(sdk), config.secret_id.clone());
+    let material =
+        secrets.load().await.map_err(|source| InitError::Secrets { secret_id: config.secret_id.clone(), source })?;
+    let store =
+        Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name.clone(), Arc::clone(&clock)));
+    let queue: Arc<dyn Queue> =
+        Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), config.deliveries_queue_url.clone()));
+    tracing::info!(
+        table = %config.table_name,
+        require_https = config.require_https,
+        allow_loopback = config.allow_loopback,
+        "skyhook service initialised"
+    );
+    Ok(Arc::new(Skyhook::new(store, queue, clock, material, config.service_config())))
+}
+
+/// The dispatcher with the SSRF-guarded HTTP client.
+pub fn build_dispatcher(service: &Arc<Skyhook>, config: &LambdaConfig) -> Result<Arc<Dispatcher>, InitError> {
+    let user_agent = format!("Skyhook/{}", crate::VERSION);
+    let sender = HttpSender::try_new(config.address_policy(), Arc::new(SystemResolver), &user_agent)?;
+    Ok(Arc::new(Dispatcher::new(Arc::clone(service), Arc::new(sender))))
+}
+
+/// The ingest queue (`INGEST_QUEUE_URL`), through which the ingest function
+/// makes rejected messages visible again.
+pub fn build_ingest_queue(config: &LambdaConfig, sdk: &SdkConfig) -> Result<Arc<dyn Queue>, InitError> {
+    let url = config.require_ingest_queue_url()?;
+    Ok(Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), url)))
+}
