@@ -606,3 +606,33 @@ async fn given_local_settings_when_a_loopback_endpoint_is_created_then_it_is_acc
     assert_eq!(loopback.0, 201, "{}", loopback.1);
     assert_problem(&private, 400, Some("url"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "BUG: a PATCH/PUT racing a rotate-secret writes back the endpoint it read, undoing the rotation (lost update)"]
+async fn given_a_patch_in_flight_when_the_secret_is_rotated_then_the_rotated_secret_stays_in_effect() {
+    // GIVEN: a PATCH whose validation takes a while (100 event types to look up)
+    let app = TestApp::new();
+    let tenant = app.new_tenant("a").await;
+    let mut types = Vec::new();
+    for i in 0..100 {
+        let name = format!("t.{i}");
+        app.create_event_type(&tenant, &name).await;
+        types.push(name);
+    }
+    let id = app.endpoint_at(&tenant, OK_URL).await;
+    let path = format!("/v1/endpoints/{id}");
+    let rotate_path = format!("{path}/rotate-secret");
+    // WHEN
+    let patch = app.call("PATCH", &path, Some(&tenant.key), Some(json!({ "eventTypes": types })));
+    let rotate = async {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        app.call("POST", &rotate_path, Some(&tenant.key), None).await
+    };
+    let (patched, rotated) = tokio::join!(patch, rotate);
+    // THEN
+    assert_eq!(patched.0, 200, "{}", patched.1);
+    assert_eq!(rotated.0, 200, "{}", rotated.1);
+    let got = app.expect(200, "GET", &path, Some(&tenant.key), None).await;
+    assert_eq!(got["secretLast4"], rotated.1["secretLast4"], "the rotation was undone by the concurrent PATCH");
+    assert_eq!(got["eventTypes"].as_array().unwrap().len(), 100);
+}

@@ -325,3 +325,26 @@ async fn given_a_schema_over_64_kib_when_an_event_type_is_created_then_it_is_400
     // THEN
     assert_problem(&reply, 400, Some("schema"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn given_concurrent_puts_of_a_new_event_type_then_one_creates_it_and_none_fails() {
+    // GIVEN
+    let app = std::sync::Arc::new(TestApp::new());
+    let tenant = app.new_tenant("a").await;
+    // WHEN
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let (app, key) = (app.clone(), tenant.key.clone());
+        set.spawn(async move {
+            app.call("PUT", "/v1/event-types/raced.type", Some(&key), Some(json!({ "description": format!("{i}") }))).await
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(reply) = set.join_next().await {
+        let (status, body, _) = reply.unwrap();
+        assert!(matches!(status, 200 | 201), "a concurrent PUT answered {status}: {body}");
+        statuses.push(status);
+    }
+    // THEN
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+}

@@ -86,6 +86,7 @@ pub(crate) async fn handle(op: RouteOp, ctx: &Ctx<'_>) -> ServiceResult<ApiRespo
             let since = ctx.query()?.timestamp("since")?;
             Ok(ApiResponse::json(StatusCode::OK, &service.endpoint_stats(who, ctx.param(0), since).await?))
         }
+        RouteOp::CreatePortalSession => Err(crate::service::ServiceError::NotFound("route")),
         _ => unreachable!("routed by resource"),
     }
 }

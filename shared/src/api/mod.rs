@@ -3,11 +3,13 @@
 //! request into an [`ApiRequest`] and call [`handle`].
 
 mod applications;
+mod console;
 mod deliveries;
 mod endpoints;
 mod event_types;
 mod events;
 mod json;
+mod openapi;
 mod operations;
 pub mod problem;
 mod query;
@@ -140,6 +142,12 @@ async fn route_and_run(service: &Skyhook, only: Option<Resource>, request: &ApiR
     if route.op == RouteOp::OAuthToken {
         return operations::oauth_token(service, request).await;
     }
+    if route.resource == Resource::Console {
+        return match route.op {
+            RouteOp::OpenApi | RouteOp::ApiReference => openapi::handle(route.op, request),
+            _ => console::handle(route.op, &params, request),
+        };
+    }
     let who: Principal = service.authenticate(request.credential()).await?;
     let ctx = Ctx { service, who: &who, request, params };
     match route.resource {
@@ -148,6 +156,7 @@ async fn route_and_run(service: &Skyhook, only: Option<Resource>, request: &ApiR
         Resource::Endpoints => endpoints::handle(route.op, &ctx).await,
         Resource::Events => events::handle(route.op, &ctx).await,
         Resource::Deliveries => deliveries::handle(route.op, &ctx).await,
+        Resource::Console => unreachable!("served above without credentials"),
     }
 }
 

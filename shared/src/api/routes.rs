@@ -15,16 +15,19 @@ pub enum Resource {
     Endpoints,
     Events,
     Deliveries,
+    /// The web console, the API reference and the OpenAPI document (no auth).
+    Console,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 6] = [
+    pub const ALL: [Resource; 7] = [
         Resource::Applications,
         Resource::ApiKeys,
         Resource::EventTypes,
         Resource::Endpoints,
         Resource::Events,
         Resource::Deliveries,
+        Resource::Console,
     ];
 
     /// The function's name in `functions/` and `template.yaml`.
@@ -36,6 +39,7 @@ impl Resource {
             Resource::Endpoints => "endpoints",
             Resource::Events => "events",
             Resource::Deliveries => "deliveries",
+            Resource::Console => "console",
         }
     }
 }
@@ -76,6 +80,11 @@ pub enum RouteOp {
     GetDelivery,
     DeleteDelivery,
     RetryDelivery,
+    CreatePortalSession,
+    OpenApi,
+    ApiReference,
+    ConsoleIndex,
+    ConsoleAsset,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +139,11 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/v1/deliveries/{id}", R::Deliveries, O::GetDelivery),
     r("DELETE", "/v1/deliveries/{id}", R::Deliveries, O::DeleteDelivery),
     r("POST", "/v1/deliveries/{id}/retry", R::Deliveries, O::RetryDelivery),
+    r("POST", "/v1/portal/sessions", R::Endpoints, O::CreatePortalSession),
+    r("GET", "/v1/openapi.json", R::Console, O::OpenApi),
+    r("GET", "/docs", R::Console, O::ApiReference),
+    r("GET", "/", R::Console, O::ConsoleIndex),
+    r("GET", "/console/{asset}", R::Console, O::ConsoleAsset),
 ];
 
 fn match_path(pattern: &str, path: &str) -> Option<Vec<String>> {

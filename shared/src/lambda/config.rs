@@ -19,12 +19,19 @@ const DEFAULT_JITTER: f64 = 0.2;
 /// SPEC §4's schedule, the same as `RetrySchedule::default()`.
 const DEFAULT_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,10h";
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// `Debug` is the readable message (see [`super::InitError`]).
+#[derive(Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
     #[error("environment variable {0} is required but not set")]
     Missing(&'static str),
     #[error("environment variable {name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+}
+
+impl std::fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Everything a function reads from its environment.

@@ -17,7 +17,10 @@ use crate::sender::{HttpSender, SenderBuildError};
 use crate::service::{Dispatcher, Skyhook};
 use crate::ssrf::SystemResolver;
 
-#[derive(Debug, thiserror::Error)]
+/// Why a cold start failed. `Debug` is the readable message, because `main`
+/// returning `Err` prints it (`Error: …`) to stderr, which Lambda logs before
+/// reporting `Runtime.ExitError`.
+#[derive(thiserror::Error)]
 pub enum InitError {
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -25,6 +28,12 @@ pub enum InitError {
     Secrets { secret_id: String, source: SecretsError },
     #[error(transparent)]
     Sender(#[from] SenderBuildError),
+}
+
+impl std::fmt::Debug for InitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// The AWS SDK configuration from the Lambda environment (region,
