@@ -1,6 +1,8 @@
 //! `skyhook`: the whole of Skyhook in one process (`skyhook serve`) on the
-//! embedded SQLite backend, plus a few commands around it.
+//! embedded SQLite backend, plus a few commands around it, and a CLI for the
+//! API (`skyhook applications|keys|event-types|endpoints|send|deliveries|verify`).
 
+mod cli;
 mod http_server;
 mod listen;
 mod serve;
@@ -11,7 +13,18 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "skyhook", version, about = "Outbound webhooks: signed, retried, searchable.")]
+#[command(
+    name = "skyhook",
+    version,
+    about = "Outbound webhooks: signed, retried, searchable.",
+    after_help = "The API commands talk to a running Skyhook: --url / SKYHOOK_URL (default http://127.0.0.1:8080), \
+        --api-key / SKYHOOK_API_KEY, or for applications and keys the admin token (--admin-token / \
+        SKYHOOK_ADMIN_TOKEN, else read from --data-dir). Add --json for the API's JSON.\n\n\
+        Quick start:\n  skyhook serve --allow-loopback &\n  skyhook applications create Acme\n  \
+        skyhook keys create app_… quickstart\n  export SKYHOOK_API_KEY=sk_…\n  \
+        skyhook event-types create invoice.paid\n  skyhook endpoints create http://127.0.0.1:9000/hooks\n  \
+        skyhook send invoice.paid --data '{\"amount\":4200}'\n  skyhook deliveries list"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,6 +51,8 @@ enum Command {
         #[arg(long, default_value_t = 204)]
         status: u16,
     },
+    #[command(flatten)]
+    Api(cli::Command),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +63,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::AdminToken { data_dir } => serve::print_admin_token(&data_dir).await,
             Command::Listen { listen, secret, status } => listen::run(listen, secret, status).await,
+            Command::Api(command) => cli::run(command).await,
         }
     });
     match result {

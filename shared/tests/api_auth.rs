@@ -6,7 +6,6 @@ mod support;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
-use skyhook::api::ROUTES;
 use support::*;
 
 async fn token_request(app: &TestApp, form: &str) -> Reply {
@@ -35,7 +34,7 @@ async fn given_no_credential_when_any_protected_route_is_called_then_it_is_401_p
     // GIVEN
     let app = TestApp::new();
     let fixture = app.fixture("a").await;
-    for route in ROUTES.iter().filter(|r| !is_public(r)) {
+    for route in api_routes().filter(|r| !is_public(r)) {
         // WHEN
         let reply = app.call(route.method, &route_path(route, &fixture), None, route_body(route, &fixture)).await;
         // THEN
@@ -82,7 +81,7 @@ async fn given_the_admin_token_when_any_application_route_is_called_then_it_is_4
     // GIVEN
     let app = TestApp::new();
     let fixture = app.fixture("a").await;
-    for route in ROUTES.iter().filter(|r| !is_public(r) && !is_admin(r)) {
+    for route in api_routes().filter(|r| !is_public(r) && !is_admin(r)) {
         // WHEN
         let reply =
             app.call(route.method, &route_path(route, &fixture), Some(&app.admin), route_body(route, &fixture)).await;
@@ -96,7 +95,7 @@ async fn given_an_application_key_when_any_admin_route_is_called_then_it_is_403_
     // GIVEN
     let app = TestApp::new();
     let fixture = app.fixture("a").await;
-    for route in ROUTES.iter().filter(|r| is_admin(r)) {
+    for route in api_routes().filter(|r| is_admin(r)) {
         // WHEN
         let reply = app
             .call(route.method, &route_path(route, &fixture), Some(&fixture.tenant.key), route_body(route, &fixture))
@@ -157,7 +156,7 @@ async fn given_each_application_route_when_called_without_its_scope_then_403_and
         all_but.insert(scope, app.key_with_scopes(&fixture.tenant, &others).await);
     }
     // Destructive routes last, so the others see the fixture intact.
-    let mut routes: Vec<_> = ROUTES.iter().filter(|r| !is_public(r) && !is_admin(r)).collect();
+    let mut routes: Vec<_> = api_routes().filter(|r| !is_public(r) && !is_admin(r)).collect();
     routes.sort_by_key(|r| r.method == "DELETE");
     for route in routes {
         let scope = required_scope(route);

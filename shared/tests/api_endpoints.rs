@@ -608,8 +608,8 @@ async fn given_local_settings_when_a_loopback_endpoint_is_created_then_it_is_acc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "BUG: a PATCH/PUT racing a rotate-secret writes back the endpoint it read, undoing the rotation (lost update)"]
-async fn given_a_patch_in_flight_when_the_secret_is_rotated_then_the_rotated_secret_stays_in_effect() {
+#[ignore = "BUG: endpoint writes are read-modify-write of the whole row: a PATCH racing a rotate-secret undoes one of them (lost update)"]
+async fn given_a_patch_in_flight_when_the_secret_is_rotated_then_both_changes_survive() {
     // GIVEN: a PATCH whose validation takes a while (100 event types to look up)
     let app = TestApp::new();
     let tenant = app.new_tenant("a").await;
@@ -622,17 +622,26 @@ async fn given_a_patch_in_flight_when_the_secret_is_rotated_then_the_rotated_sec
     let id = app.endpoint_at(&tenant, OK_URL).await;
     let path = format!("/v1/endpoints/{id}");
     let rotate_path = format!("{path}/rotate-secret");
-    // WHEN
-    let patch = app.call("PATCH", &path, Some(&tenant.key), Some(json!({ "eventTypes": types })));
-    let rotate = async {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        app.call("POST", &rotate_path, Some(&tenant.key), None).await
-    };
-    let (patched, rotated) = tokio::join!(patch, rotate);
+    let mut lost = Vec::new();
+    for round in 0..5 {
+        let subscribed = if round % 2 == 0 { types.clone() } else { Vec::new() };
+        // WHEN
+        let patch = app.call("PATCH", &path, Some(&tenant.key), Some(json!({ "eventTypes": subscribed })));
+        let rotate = async {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            app.call("POST", &rotate_path, Some(&tenant.key), None).await
+        };
+        let (patched, rotated) = tokio::join!(patch, rotate);
+        assert_eq!(patched.0, 200, "{}", patched.1);
+        assert_eq!(rotated.0, 200, "{}", rotated.1);
+        let got = app.expect(200, "GET", &path, Some(&tenant.key), None).await;
+        if got["secretLast4"] != rotated.1["secretLast4"] {
+            lost.push(format!("round {round}: the rotation was undone"));
+        }
+        if got["eventTypes"].as_array().unwrap().len() != subscribed.len() {
+            lost.push(format!("round {round}: the PATCH was undone"));
+        }
+    }
     // THEN
-    assert_eq!(patched.0, 200, "{}", patched.1);
-    assert_eq!(rotated.0, 200, "{}", rotated.1);
-    let got = app.expect(200, "GET", &path, Some(&tenant.key), None).await;
-    assert_eq!(got["secretLast4"], rotated.1["secretLast4"], "the rotation was undone by the concurrent PATCH");
-    assert_eq!(got["eventTypes"].as_array().unwrap().len(), 100);
+    assert!(lost.is_empty(), "lost updates: {lost:?}");
 }

@@ -10,7 +10,7 @@ use support::*;
 
 /// Every JSON write route (the token route takes a form and has its own tests).
 fn write_routes() -> impl Iterator<Item = &'static Route> {
-    ROUTES.iter().filter(|r| matches!(r.method, "POST" | "PUT" | "PATCH") && r.op != RouteOp::OAuthToken)
+    api_routes().filter(|r| matches!(r.method, "POST" | "PUT" | "PATCH") && r.op != RouteOp::OAuthToken)
 }
 
 fn credential<'a>(app: &'a TestApp, fixture: &'a Fixture, route: &Route) -> &'a str {
@@ -244,7 +244,6 @@ async fn given_an_unknown_path_then_it_is_a_404_problem_even_without_credentials
     let app = TestApp::new();
     let tenant = app.new_tenant("a").await;
     for path in [
-        "/",
         "/v1",
         "/v2/events",
         "/v1/nope",
@@ -284,7 +283,7 @@ async fn given_hostile_path_parameters_on_every_id_route_then_the_answer_is_4xx_
     let long = "a".repeat(10_000);
     let hostile =
         ["%FF", "..", "%2e%2e", "'%3B%20DROP%20TABLE%20events%3B--", "%00", "%E2%9C%93", long.as_str(), "ep_%20", "*"];
-    for route in ROUTES.iter().filter(|r| r.path.contains('{')) {
+    for route in api_routes().filter(|r| r.path.contains('{')) {
         for value in hostile {
             let path = route
                 .path
@@ -337,7 +336,7 @@ async fn given_hostile_query_strings_on_every_list_route_then_the_answer_is_4xx_
         "&&&",
         "=x",
     ];
-    for route in ROUTES.iter().filter(|r| r.method == "GET") {
+    for route in api_routes().filter(|r| r.method == "GET") {
         for query in queries {
             // WHEN
             let path = format!("{}?{query}", route_path(route, &f));

@@ -20,9 +20,7 @@ use chrono::Duration;
 use skyhook::adapters::aws::dynamodb::{
     self, APP_PK, DynamoStore, EP_PK, INDEX_BY_APP, LIST_SHARDS, PK, SK, TTL_ATTRIBUTE,
 };
-use skyhook::domain::{
-    Delivery, DeliveryAttempt, DeliveryStatus, EventStatus, Id, IdKind, ResponseStatus,
-};
+use skyhook::domain::{Delivery, DeliveryAttempt, DeliveryStatus, EventStatus, Id, IdKind, ResponseStatus};
 use skyhook::ports::{
     AttemptRecord, Clock, DeliveryFilter, EventFilter, InsertEvent, ManualClock, PageRequest, Store, StoreError,
 };
@@ -147,7 +145,11 @@ async fn given_many_events_across_shards_when_listed_in_pages_then_newest_first_
 
     // AND a time window with a filter pages the same way
     let from = ctx.clock.now() - Duration::milliseconds(1_000);
-    let filter = EventFilter { from: Some(conformance::start_time()), to: Some(from + Duration::days(1)), ..EventFilter::default() };
+    let filter = EventFilter {
+        from: Some(conformance::start_time()),
+        to: Some(from + Duration::days(1)),
+        ..EventFilter::default()
+    };
     let first = ctx.store.list_events(&a.id, &filter, &PageRequest::first(7)).await.unwrap();
     assert_eq!(first.items.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), expected[..7].to_vec());
     assert!(first.next.is_some());
@@ -176,7 +178,11 @@ async fn given_many_deliveries_of_one_endpoint_when_listed_in_pages_then_none_is
         (DeliveryFilter { endpoint_id: Some(ep.id.clone()), ..DeliveryFilter::default() }, &expected),
         (DeliveryFilter::default(), &expected),
         (
-            DeliveryFilter { endpoint_id: Some(ep.id.clone()), status: Some(DeliveryStatus::Failed), ..DeliveryFilter::default() },
+            DeliveryFilter {
+                endpoint_id: Some(ep.id.clone()),
+                status: Some(DeliveryStatus::Failed),
+                ..DeliveryFilter::default()
+            },
             &failed,
         ),
         (DeliveryFilter { status: Some(DeliveryStatus::Failed), ..DeliveryFilter::default() }, &failed),
@@ -197,11 +203,11 @@ async fn given_many_deliveries_of_one_endpoint_when_listed_in_pages_then_none_is
 ///
 /// moto runs requests on threads and a transaction snapshots and restores
 /// whole tables, so two truly simultaneous transactions can both pass their
-/// conditions (or one can undo the other). This interceptor lets at most one
-/// `TransactWriteItems` reach moto at a time, and — when armed with `n` —
-/// holds the next `n` transactions until all `n` have arrived, so every
-/// caller has done its read before any of them writes: the worst-case race,
-/// every time.
+/// conditions (or one can undo the other). This interceptor lets one request
+/// at a time reach moto (DynamoDB serialises conflicting writes itself), and
+/// — when armed with `n` — holds the next `n` `TransactWriteItems` until all
+/// `n` have arrived, so every caller has done its read before any of them
+/// writes: the worst-case race, every time.
 #[derive(Debug, Default)]
 struct TransactionGate {
     state: Mutex<GateState>,
@@ -220,9 +226,7 @@ impl TransactionGate {
     }
 
     fn is_transaction(request: Option<&aws_sdk_dynamodb::config::http::HttpRequest>) -> bool {
-        request
-            .and_then(|r| r.headers().get("x-amz-target"))
-            .is_some_and(|target| target.ends_with(".TransactWriteItems"))
+        request.and_then(|r| r.headers().get("x-amz-target")).is_some_and(|t| t.ends_with(".TransactWriteItems"))
     }
 }
 
@@ -237,13 +241,11 @@ impl Intercept for TransactionGate {
         _: &RuntimeComponents,
         _: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if !Self::is_transaction(Some(context.request())) {
-            return Ok(());
-        }
+        let transaction = Self::is_transaction(Some(context.request()));
         tokio::task::block_in_place(|| {
             let deadline = Instant::now() + StdDuration::from_secs(10);
             let mut state = self.state.lock().unwrap();
-            if state.arriving > 0 {
+            if transaction && state.arriving > 0 {
                 state.arriving -= 1;
                 self.changed.notify_all();
                 while state.arriving > 0 && Instant::now() < deadline {
@@ -260,14 +262,12 @@ impl Intercept for TransactionGate {
 
     fn read_after_attempt(
         &self,
-        context: &FinalizerInterceptorContextRef<'_>,
+        _: &FinalizerInterceptorContextRef<'_>,
         _: &RuntimeComponents,
         _: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if Self::is_transaction(context.request()) {
-            self.state.lock().unwrap().busy = false;
-            self.changed.notify_all();
-        }
+        self.state.lock().unwrap().busy = false;
+        self.changed.notify_all();
         Ok(())
     }
 }
@@ -393,7 +393,8 @@ async fn given_many_deliveries_of_one_event_finishing_at_once_then_every_final_o
             let mut after = d.clone();
             after.attempt_count = 1;
             after.status = if i % 3 == 0 { DeliveryStatus::Failed } else { DeliveryStatus::Succeeded };
-            let record = AttemptRecord { attempt: attempt_for(&ctx, &after, 1), delivery: after, expected_attempt_count: 0 };
+            let record =
+                AttemptRecord { attempt: attempt_for(&ctx, &after, 1), delivery: after, expected_attempt_count: 0 };
             let store = ctx.store.clone();
             tokio::spawn(async move { store.record_attempt(&record).await })
         })
@@ -415,7 +416,8 @@ async fn given_a_transaction_that_fails_then_no_item_is_half_written() {
     // GIVEN an API key WHEN another key reuses its hash THEN conflict and neither item of the second exists
     let first = conformance::api_key(&ctx, &a.id, "first");
     ctx.store.create_api_key(&first).await.unwrap();
-    let second = skyhook::domain::ApiKey { key_hash: first.key_hash.clone(), ..conformance::api_key(&ctx, &a.id, "second") };
+    let second =
+        skyhook::domain::ApiKey { key_hash: first.key_hash.clone(), ..conformance::api_key(&ctx, &a.id, "second") };
     assert!(matches!(ctx.store.create_api_key(&second).await, Err(StoreError::Conflict(_))));
     assert_eq!(ctx.store.get_api_key(&second.id).await.unwrap(), None);
     assert_eq!(ctx.store.find_api_key_by_hash(&first.key_hash).await.unwrap(), Some(first.clone()));
@@ -466,15 +468,21 @@ async fn given_events_deliveries_and_attempts_then_every_item_carries_expires_at
     ctx.store.mark_event_fanned_out(&a.id, &ev.id, 1).await.unwrap();
     conformance::record(&ctx, &mut d, ResponseStatus::Http(500), 10, DeliveryStatus::Failed).await;
     let now = ctx.tick();
-    let retry = Delivery { id: Id::new(IdKind::Delivery, now), retry_of: Some(d.id.clone()), status: DeliveryStatus::Pending, attempt_count: 0, created_at: now, updated_at: now, ..d.clone() };
+    let retry = Delivery {
+        id: Id::new(IdKind::Delivery, now),
+        retry_of: Some(d.id.clone()),
+        status: DeliveryStatus::Pending,
+        attempt_count: 0,
+        created_at: now,
+        updated_at: now,
+        ..d.clone()
+    };
     ctx.store.insert_retry(&Delivery { retried_by: Some(retry.id.clone()), ..d.clone() }, &retry).await.unwrap();
 
     // THEN every event, idempotency, delivery and attempt item has a numeric expiresAt in epoch seconds
     let items = scan_all(&client, &table).await;
-    let expiring: Vec<&Item> = items
-        .iter()
-        .filter(|i| ["EVT#", "IDEM#", "DLV#"].iter().any(|p| s(i, PK).starts_with(p)))
-        .collect();
+    let expiring: Vec<&Item> =
+        items.iter().filter(|i| ["EVT#", "IDEM#", "DLV#"].iter().any(|p| s(i, PK).starts_with(p))).collect();
     // event + idempotency + 2 deliveries + 1 attempt
     assert_eq!(expiring.len(), 5);
     let want = ev.expires_at.timestamp();
@@ -503,10 +511,8 @@ async fn given_the_key_design_then_events_spread_and_stream_keys_name_the_event(
     assert_ne!(s(event_items[0], PK), s(event_items[1], PK));
     // AND the stream keys alone name the application and the event
     for item in &event_items {
-        let keys = HashMap::from([
-            (PK.to_string(), s(item, PK).to_string()),
-            (SK.to_string(), s(item, SK).to_string()),
-        ]);
+        let keys =
+            HashMap::from([(PK.to_string(), s(item, PK).to_string()), (SK.to_string(), s(item, SK).to_string())]);
         let (app, id) = dynamodb::event_key_from_stream_keys(&keys).expect("an event key");
         assert_eq!(app, a.id);
         assert!(id == e1.id || id == e2.id);

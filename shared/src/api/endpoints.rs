@@ -86,7 +86,15 @@ pub(crate) async fn handle(op: RouteOp, ctx: &Ctx<'_>) -> ServiceResult<ApiRespo
             let since = ctx.query()?.timestamp("since")?;
             Ok(ApiResponse::json(StatusCode::OK, &service.endpoint_stats(who, ctx.param(0), since).await?))
         }
-        RouteOp::CreatePortalSession => Err(crate::service::ServiceError::NotFound("route")),
+        RouteOp::CreatePortalSession => {
+            let mut body = ctx.body()?;
+            let request = crate::service::PortalSessionRequest {
+                endpoint_ids: body.string_list("endpointIds"),
+                ttl_seconds: body.u32("ttlSeconds"),
+            };
+            body.finish(&[])?;
+            Ok(ApiResponse::json(StatusCode::CREATED, &service.create_portal_session(who, request).await?))
+        }
         _ => unreachable!("routed by resource"),
     }
 }

@@ -19,6 +19,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::Serialize;
 
+pub use openapi::openapi_json;
+pub use console::handle_static;
 pub use routes::{ROUTES, Resource, Route, RouteOp};
 
 use crate::domain::limits::MAX_REQUEST_BYTES;

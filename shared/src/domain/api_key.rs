@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Id, Timestamp};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Scope {
     #[serde(rename = "webhooks:write")]
     WebhooksWrite,
@@ -44,7 +44,7 @@ impl FromStr for Scope {
 }
 
 /// An application's API key. Only the SHA-256 of the key is stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKey {
     pub id: Id,
@@ -56,8 +56,11 @@ pub struct ApiKey {
     #[serde(skip_serializing)]
     pub key_hash: String,
     pub scopes: Vec<Scope>,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_used_at: Option<Timestamp>,
 }
 

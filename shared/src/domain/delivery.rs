@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Id, Timestamp};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum DeliveryStatus {
     Pending,
@@ -39,7 +39,7 @@ impl DeliveryStatus {
 }
 
 /// Why an attempt got no HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     Timeout,
@@ -98,7 +98,7 @@ impl fmt::Display for ErrorCode {
 
 /// The HTTP status an endpoint answered, or the error code when it did not.
 /// Serialised as a number or a string: `503` or `"timeout"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ResponseStatus {
     Http(u16),
@@ -120,14 +120,14 @@ impl ResponseStatus {
 }
 
 /// An error attached to an attempt: a code and a human message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptError {
     pub code: ErrorCode,
     pub message: String,
 }
 
 /// One event going to one endpoint, across all its attempts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     pub id: Id,
@@ -143,19 +143,24 @@ pub struct Delivery {
     pub error_message: Option<String>,
     /// Signature timestamp of the latest attempt (unix seconds).
     pub timestamp_sent: Option<i64>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_attempt_at: Option<Timestamp>,
     /// The delivery this one re-sends (manual retry).
     pub retry_of: Option<Id>,
     /// The manual retry that superseded this delivery.
     pub retried_by: Option<Id>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub delivered_at: Option<Timestamp>,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: Timestamp,
 }
 
 /// The record of one try.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryAttempt {
     pub id: Id,
@@ -163,6 +168,7 @@ pub struct DeliveryAttempt {
     pub application_id: Id,
     pub delivery_id: Id,
     pub number: u32,
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: Timestamp,
     pub duration_ms: u64,
     pub response_status: ResponseStatus,
@@ -171,5 +177,6 @@ pub struct DeliveryAttempt {
     pub error: Option<String>,
     /// Delay scheduled before the next attempt; `None` when this was the last.
     pub next_delay_secs: Option<u64>,
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: Timestamp,
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{Id, Timestamp};
 
 /// What the endpoint receives as the request body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum PayloadFormat {
     /// Standard Webhooks envelope `{"type","timestamp","data"}`.
@@ -16,7 +16,7 @@ pub enum PayloadFormat {
 }
 
 /// A customer URL subscribed to some (or all) of an application's event types.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     pub id: Id,
@@ -45,7 +45,9 @@ pub struct Endpoint {
     /// Drives the auto-disable rule.
     #[serde(skip)]
     pub failing_since: Option<Timestamp>,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
 }
 

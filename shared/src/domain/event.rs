@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use super::{Id, Timestamp};
 
 /// Aggregate state of an event's deliveries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum EventStatus {
     /// Accepted; fan-out not done yet or deliveries still in progress.
@@ -34,7 +34,7 @@ impl EventStatus {
 }
 
 /// A published event. Immutable once written, apart from its delivery counters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     pub id: Id,
@@ -54,7 +54,9 @@ pub struct Event {
     pub delivery_count: u32,
     pub succeeded_count: u32,
     pub failed_count: u32,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: Timestamp,
 }
 

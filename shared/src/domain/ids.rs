@@ -31,8 +31,9 @@ impl IdKind {
 }
 
 /// A prefixed ULID such as `evt_01JD3X...`. Lexical order is creation order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(example = "evt_01JD3X5Q3V1R7N9GZ8W6Y2K4TB")]
 pub struct Id(String);
 
 impl Id {

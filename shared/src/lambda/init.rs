@@ -53,8 +53,11 @@ pub async fn build_service(config: &LambdaConfig) -> Result<Arc<Skyhook>, InitEr
 pub async fn build_service_with(config: &LambdaConfig, sdk: &SdkConfig) -> Result<Arc<Skyhook>, InitError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let secrets = SecretsManagerSecrets::new(aws_sdk_secretsmanager::Client::new(sdk), config.secret_id.clone());
-    let material =
-        secrets.load().await.map_err(|source| InitError::Secrets { secret_id: config.secret_id.clone(), source })?;
+    let material = secrets.load().await.map_err(|source| {
+        let err = InitError::Secrets { secret_id: config.secret_id.clone(), source };
+        tracing::error!(error = %err, "cold start failed");
+        err
+    })?;
     let store =
         Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name.clone(), Arc::clone(&clock)));
     let queue: Arc<dyn Queue> =

@@ -119,6 +119,14 @@ pub async fn ingest_one(service: &Skyhook, message: &ReceivedMessage) -> IngestO
         Ok(published) => {
             IngestOutcome::Accepted { event_id: published.event.id.to_string(), duplicate: published.duplicate }
         }
+        Err(ServiceError::Validation(fields)) if fields.iter().any(|f| f.field == "eventType") => {
+            // The event type is looked up under the application, so an unknown
+            // application reads as an unknown type: say which (failure path only).
+            match service.store().get_application(&app_id).await {
+                Ok(None) => IngestOutcome::Rejected(format!("application {app_id} does not exist")),
+                _ => classify(&ServiceError::Validation(fields)),
+            }
+        }
         Err(err) => classify(&err),
     }
 }

@@ -91,9 +91,10 @@ pub struct EndpointFilter {
     pub event_type: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointStats {
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub since: Option<Timestamp>,
     pub deliveries: u64,
     pub pending: u64,
@@ -106,15 +107,18 @@ pub struct EndpointStats {
     /// Mean duration of the attempts, in milliseconds.
     pub avg_latency_ms: Option<f64>,
     pub p95_latency_ms: Option<u64>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_success_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_failure_at: Option<Timestamp>,
     /// Attempts bucketed by hour, oldest first, for charts.
     pub hourly: Vec<StatsBucket>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsBucket {
+    #[schema(value_type = String, format = DateTime)]
     pub start: Timestamp,
     pub succeeded: u64,
     pub failed: u64,

@@ -12,7 +12,7 @@ pub struct CreateApiKey {
 }
 
 /// The only response that ever carries the key itself.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedApiKey {
     #[serde(flatten)]

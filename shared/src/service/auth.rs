@@ -1,5 +1,6 @@
-//! Who is calling: the admin token, an API key, or an OAuth access token
-//! issued for an API key. Revocation is checked on every call.
+//! Who is calling: the admin token, an API key, an OAuth access token
+//! issued for an API key, or a customer-portal session token (see
+//! `portal.rs`). Revocation is checked on every call.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,22 @@ pub struct AppPrincipal {
     pub application_id: Id,
     pub key_id: Id,
     pub scopes: Vec<Scope>,
+    /// A customer-portal session: only these endpoints, and only the portal's
+    /// actions (see [`Principal::require_scoped`]). `None` for API keys and
+    /// OAuth access tokens.
+    pub endpoint_ids: Option<Vec<Id>>,
+}
+
+impl AppPrincipal {
+    /// Whether this caller may see and act on the endpoint (always, unless a
+    /// portal session that was not issued for it).
+    pub fn allows_endpoint(&self, id: &Id) -> bool {
+        self.endpoint_ids.as_ref().is_none_or(|ids| ids.contains(id))
+    }
+
+    pub fn is_portal(&self) -> bool {
+        self.endpoint_ids.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,8 +52,20 @@ pub enum Principal {
 }
 
 impl Principal {
-    /// The application this caller may act on, if it has `scope`.
+    /// The application this caller may act on, if it has `scope`. Portal
+    /// sessions are refused: the few operations they may call use
+    /// [`require_scoped`](Self::require_scoped) instead.
     pub fn require(&self, scope: Scope) -> ServiceResult<&AppPrincipal> {
+        match self {
+            Principal::App(app) if app.is_portal() => Err(portal_forbidden()),
+            other => other.require_scoped(scope),
+        }
+    }
+
+    /// Like [`require`](Self::require), but also admits a portal session; the
+    /// caller must then check [`AppPrincipal::allows_endpoint`] for every
+    /// endpoint it reads or changes.
+    pub fn require_scoped(&self, scope: Scope) -> ServiceResult<&AppPrincipal> {
         match self {
             Principal::App(app) if app.scopes.contains(&scope) => Ok(app),
             Principal::App(_) => Err(ServiceError::Forbidden(format!("this API key lacks the {scope} scope"))),
@@ -54,20 +83,37 @@ impl Principal {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Claims {
-    iss: String,
-    sub: String,
-    app: String,
-    scope: String,
-    iat: i64,
-    exp: i64,
+pub(super) fn portal_forbidden() -> ServiceError {
+    ServiceError::Forbidden(
+        "a portal session may only view its endpoints, their stats and deliveries, retry deliveries, send test \
+         events and change url, description and isActive"
+            .into(),
+    )
 }
 
-const ISSUER: &str = "skyhook";
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Claims {
+    pub(super) iss: String,
+    pub(super) sub: String,
+    pub(super) app: String,
+    pub(super) scope: String,
+    pub(super) iat: i64,
+    pub(super) exp: i64,
+    /// `PORTAL_AUDIENCE` on portal session tokens only, so a verifier that
+    /// does not know the `portal` claim rejects them instead of granting the
+    /// whole application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) aud: Option<String>,
+    /// The endpoint ids a portal session is restricted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) portal: Option<Vec<String>>,
+}
+
+pub(super) const ISSUER: &str = "skyhook";
+pub(super) const PORTAL_AUDIENCE: &str = "skyhook-portal";
 
 /// An OAuth2 access token (RFC 6749 §5.1).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AccessToken {
     pub access_token: String,
     pub token_type: &'static str,
@@ -95,7 +141,12 @@ impl Skyhook {
         if key.is_revoked() {
             return Err(unauthorized());
         }
-        Ok(Principal::App(AppPrincipal { application_id: key.application_id, key_id: key.id, scopes: key.scopes }))
+        Ok(Principal::App(AppPrincipal {
+            application_id: key.application_id,
+            key_id: key.id,
+            scopes: key.scopes,
+            endpoint_ids: None,
+        }))
     }
 
     async fn authenticate_access_token(&self, token: &str) -> ServiceResult<Principal> {
@@ -103,12 +154,24 @@ impl Skyhook {
         validation.set_issuer(&[ISSUER]);
         // Expiry is checked against the injected clock, not the system's.
         validation.validate_exp = false;
+        // The audience is checked below: none for access tokens, the portal's for portal sessions.
+        validation.validate_aud = false;
         validation.required_spec_claims.clear();
         let claims = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&self.jwt_key), &validation)
             .map_err(|_| unauthorized())?
             .claims;
+        let portal = match (claims.aud.as_deref(), &claims.portal) {
+            (None, None) => None,
+            (Some(PORTAL_AUDIENCE), Some(ids)) => {
+                Some(ids.iter().map(|id| Id::parse(IdKind::Endpoint, id).ok_or_else(unauthorized)).collect::<Result<Vec<_>, _>>()?)
+            }
+            _ => return Err(unauthorized()),
+        };
         if claims.exp <= self.clock.now().timestamp() {
-            return Err(ServiceError::Unauthorized("the access token has expired".into()));
+            return Err(ServiceError::Unauthorized(match portal {
+                Some(_) => "the portal session has expired".into(),
+                None => "the access token has expired".into(),
+            }));
         }
         let key_id = Id::parse(IdKind::ApiKey, &claims.sub).ok_or_else(unauthorized)?;
         // Revoking the key revokes its tokens at once.
@@ -122,7 +185,7 @@ impl Skyhook {
             .filter_map(|s| s.parse::<Scope>().ok())
             .filter(|s| key.scopes.contains(s))
             .collect();
-        Ok(Principal::App(AppPrincipal { application_id: key.application_id, key_id: key.id, scopes }))
+        Ok(Principal::App(AppPrincipal { application_id: key.application_id, key_id: key.id, scopes, endpoint_ids: portal }))
     }
 
     /// OAuth2 client credentials: client id = API key id, secret = the key.
@@ -167,10 +230,16 @@ impl Skyhook {
             scope: scope.clone(),
             iat: now,
             exp: now + ttl as i64,
+            aud: None,
+            portal: None,
         };
-        let access_token =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&self.jwt_key))
-                .map_err(|e| ServiceError::Internal(format!("cannot sign token: {e}")))?;
+        let access_token = self.sign_claims(&claims)?;
         Ok(AccessToken { access_token, token_type: "Bearer", expires_in: ttl, scope })
+    }
+
+    /// An HS256 JWT under the JWT key of the secret.
+    pub(super) fn sign_claims(&self, claims: &Claims) -> ServiceResult<String> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(&self.jwt_key))
+            .map_err(|e| ServiceError::Internal(format!("cannot sign token: {e}")))
     }
 }

@@ -1,11 +1,11 @@
 use serde::Serialize;
 
-use super::{ListPage, ListQuery, Principal, ServiceError, ServiceResult, Skyhook};
+use super::{AppPrincipal, ListPage, ListQuery, Principal, ServiceError, ServiceResult, Skyhook};
 use crate::domain::limits::{MAX_BULK_RETRY, MAX_PAGE_LIMIT};
 use crate::domain::{Delivery, DeliveryAttempt, DeliveryStatus, Id, IdKind, Scope, Timestamp};
-use crate::ports::{DeliveryFilter, PageRequest, StoreError};
+use crate::ports::{DeliveryFilter, Page, PageRequest, StoreError};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryWithAttempts {
     #[serde(flatten)]
@@ -22,7 +22,7 @@ pub struct BulkRetry {
     pub to: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkRetryResult {
     pub retried: usize,
@@ -38,31 +38,77 @@ impl Skyhook {
         filter: DeliveryFilter,
         query: &ListQuery,
     ) -> ServiceResult<ListPage<Delivery>> {
-        let app = who.require(Scope::EventsRead)?;
+        let app = who.require_scoped(Scope::EventsRead)?;
+        let mut filter = filter;
         let tenant = app.application_id.as_str();
         if let Some(endpoint_id) = &filter.endpoint_id {
+            if !app.allows_endpoint(endpoint_id) {
+                return Err(ServiceError::NotFound("endpoint"));
+            }
             self.store.get_endpoint(&app.application_id, endpoint_id).await?.ok_or(ServiceError::NotFound("endpoint"))?;
         }
         let page = self.page_request(query, tenant, "deliveries")?;
-        let found = self.store.list_deliveries(&app.application_id, &filter, &page).await?;
+        let found = match &app.endpoint_ids {
+            Some(allowed) if filter.endpoint_id.is_none() => match allowed.as_slice() {
+                [only] => {
+                    filter.endpoint_id = Some(only.clone());
+                    self.store.list_deliveries(&app.application_id, &filter, &page).await?
+                }
+                _ => self.scan_portal_deliveries(app, allowed, &filter, page).await?,
+            },
+            _ => self.store.list_deliveries(&app.application_id, &filter, &page).await?,
+        };
         Ok(self.list_page(found, tenant, "deliveries", |d| d))
     }
 
-    async fn find_delivery(&self, app_id: &Id, id: &str) -> ServiceResult<Delivery> {
+    /// The application's deliveries kept to a portal session's endpoints.
+    /// Each store page asks for exactly the items still missing, so the
+    /// position stays exact; a bounded number of pages is read per call and
+    /// the caller continues with the cursor (a short page with `hasMore`).
+    async fn scan_portal_deliveries(
+        &self,
+        app: &AppPrincipal,
+        allowed: &[Id],
+        filter: &DeliveryFilter,
+        mut page: PageRequest,
+    ) -> ServiceResult<Page<Delivery>> {
+        const MAX_STORE_PAGES: usize = 20;
+        let limit = page.limit;
+        let mut items = Vec::with_capacity(limit);
+        for _ in 0..MAX_STORE_PAGES {
+            page.limit = limit - items.len();
+            let found = self.store.list_deliveries(&app.application_id, filter, &page).await?;
+            items.extend(found.items.into_iter().filter(|d| allowed.contains(&d.endpoint_id)));
+            match found.next {
+                None => return Ok(Page { items, next: None }),
+                Some(next) if items.len() >= limit => return Ok(Page { items, next: Some(next) }),
+                Some(next) => page.after = Some(next),
+            }
+        }
+        Ok(Page { items, next: page.after })
+    }
+
+    /// The caller's delivery; one whose endpoint a portal session was not
+    /// issued for is not found.
+    async fn find_delivery(&self, app: &AppPrincipal, id: &str) -> ServiceResult<Delivery> {
         let id = Id::parse(IdKind::Delivery, id).ok_or(ServiceError::NotFound("delivery"))?;
-        self.store.get_delivery(app_id, &id).await?.ok_or(ServiceError::NotFound("delivery"))
+        self.store
+            .get_delivery(&app.application_id, &id)
+            .await?
+            .filter(|d| app.allows_endpoint(&d.endpoint_id))
+            .ok_or(ServiceError::NotFound("delivery"))
     }
 
     pub async fn get_delivery(&self, who: &Principal, id: &str) -> ServiceResult<DeliveryWithAttempts> {
-        let app = who.require(Scope::EventsRead)?;
-        let delivery = self.find_delivery(&app.application_id, id).await?;
+        let app = who.require_scoped(Scope::EventsRead)?;
+        let delivery = self.find_delivery(app, id).await?;
         let attempts = self.store.list_attempts(&app.application_id, &delivery.id).await?;
         Ok(DeliveryWithAttempts { delivery, attempts })
     }
 
     pub async fn delete_delivery(&self, who: &Principal, id: &str) -> ServiceResult<()> {
         let app = who.require(Scope::EventsWrite)?;
-        let delivery = self.find_delivery(&app.application_id, id).await?;
+        let delivery = self.find_delivery(app, id).await?;
         if !self.store.delete_delivery(&app.application_id, &delivery.id).await? {
             return Err(ServiceError::NotFound("delivery"));
         }
@@ -71,8 +117,8 @@ impl Skyhook {
 
     /// A new attempt chain for a finished delivery (`retryOf` points back).
     pub async fn retry_delivery(&self, who: &Principal, id: &str) -> ServiceResult<Delivery> {
-        let app = who.require(Scope::EventsWrite)?;
-        let original = self.find_delivery(&app.application_id, id).await?;
+        let app = who.require_scoped(Scope::EventsWrite)?;
+        let original = self.find_delivery(app, id).await?;
         if !original.status.is_final() {
             return Err(ServiceError::Conflict(format!(
                 "delivery is {}; only succeeded or failed deliveries can be retried",
@@ -103,8 +149,12 @@ impl Skyhook {
     }
 
     /// Re-sends every failed, not yet retried delivery that matches.
+    /// A portal session must name one of its endpoints.
     pub async fn bulk_retry(&self, who: &Principal, request: BulkRetry) -> ServiceResult<BulkRetryResult> {
-        let app = who.require(Scope::EventsWrite)?;
+        let app = who.require_scoped(Scope::EventsWrite)?;
+        if app.is_portal() && request.endpoint_id.is_none() {
+            return Err(ServiceError::field("endpointId", "is required for a portal session"));
+        }
         if let (Some(from), Some(to)) = (request.from, request.to)
             && from > to
         {
@@ -115,6 +165,9 @@ impl Skyhook {
             Some(raw) => {
                 let id = Id::parse(IdKind::Endpoint, raw)
                     .ok_or_else(|| ServiceError::field("endpointId", "must be an endpoint id (ep_…)"))?;
+                if !app.allows_endpoint(&id) {
+                    return Err(ServiceError::NotFound("endpoint"));
+                }
                 self.store.get_endpoint(&app.application_id, &id).await?.ok_or(ServiceError::NotFound("endpoint"))?;
                 Some(id)
             }

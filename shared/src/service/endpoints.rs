@@ -2,10 +2,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{ListPage, ListQuery, Principal, Published, ServiceError, ServiceResult, Skyhook, Violations, validate};
+use super::auth::portal_forbidden;
+use super::{
+    AppPrincipal, ListPage, ListQuery, Principal, Published, ServiceError, ServiceResult, Skyhook, Violations, validate,
+};
 use crate::domain::limits::*;
 use crate::domain::{Endpoint, Id, IdKind, PayloadFormat, Scope, Timestamp};
-use crate::ports::{EndpointFilter, EndpointStats};
+use crate::ports::{EndpointFilter, EndpointStats, Page};
 use crate::signing::{decode_secret, generate_secret};
 use crate::ssrf::check_url_at_create;
 
@@ -40,7 +43,7 @@ pub struct EndpointPatch {
 }
 
 /// The only responses that carry the signing secret: create and rotate.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedEndpoint {
     #[serde(flatten)]
@@ -90,9 +93,46 @@ impl Skyhook {
         Ok(())
     }
 
-    async fn find_endpoint(&self, app_id: &Id, id: &str) -> ServiceResult<Endpoint> {
-        let id = Id::parse(IdKind::Endpoint, id).ok_or(ServiceError::NotFound("endpoint"))?;
-        self.store.get_endpoint(app_id, &id).await?.ok_or(ServiceError::NotFound("endpoint"))
+    /// The caller's endpoint; one a portal session was not issued for is not found.
+    async fn find_endpoint(&self, app: &AppPrincipal, id: &str) -> ServiceResult<Endpoint> {
+        let id = Id::parse(IdKind::Endpoint, id)
+            .filter(|id| app.allows_endpoint(id))
+            .ok_or(ServiceError::NotFound("endpoint"))?;
+        self.store.get_endpoint(&app.application_id, &id).await?.ok_or(ServiceError::NotFound("endpoint"))
+    }
+
+    /// A portal session's endpoints (at most 50): read one by one, newest
+    /// first, paged in memory with their own cursors.
+    async fn list_portal_endpoints(
+        &self,
+        app: &AppPrincipal,
+        allowed: &[Id],
+        filter: &EndpointFilter,
+        query: &ListQuery,
+    ) -> ServiceResult<ListPage<Endpoint>> {
+        const LIST: &str = "portal-endpoints";
+        let tenant = app.application_id.as_str();
+        let page = self.page_request(query, tenant, LIST)?;
+        let mut items = Vec::with_capacity(allowed.len());
+        for id in allowed {
+            if page.after.as_deref().is_some_and(|after| id.as_str() >= after) {
+                continue;
+            }
+            if let Some(endpoint) = self.store.get_endpoint(&app.application_id, id).await?
+                && filter.is_active.is_none_or(|active| endpoint.is_active == active)
+                && filter.event_type.as_deref().is_none_or(|t| endpoint.subscribes_to(t))
+            {
+                items.push(endpoint);
+            }
+        }
+        items.sort_by(|a, b| b.id.cmp(&a.id));
+        let next = if items.len() > page.limit {
+            items.truncate(page.limit);
+            items.last().map(|e| e.id.to_string())
+        } else {
+            None
+        };
+        Ok(self.list_page(Page { items, next }, tenant, LIST, |e| e))
     }
 
     pub async fn create_endpoint(&self, who: &Principal, input: EndpointInput) -> ServiceResult<CreatedEndpoint> {
@@ -155,7 +195,10 @@ impl Skyhook {
         filter: EndpointFilter,
         query: &ListQuery,
     ) -> ServiceResult<ListPage<Endpoint>> {
-        let app = who.require(Scope::WebhooksRead)?;
+        let app = who.require_scoped(Scope::WebhooksRead)?;
+        if let Some(allowed) = &app.endpoint_ids {
+            return self.list_portal_endpoints(app, allowed, &filter, query).await;
+        }
         let tenant = app.application_id.as_str();
         let page = self.page_request(query, tenant, "endpoints")?;
         let found = self.store.list_endpoints(&app.application_id, &filter, &page).await?;
@@ -163,12 +206,14 @@ impl Skyhook {
     }
 
     pub async fn get_endpoint(&self, who: &Principal, id: &str) -> ServiceResult<Endpoint> {
-        let app = who.require(Scope::WebhooksRead)?;
-        self.find_endpoint(&app.application_id, id).await
+        let app = who.require_scoped(Scope::WebhooksRead)?;
+        self.find_endpoint(app, id).await
     }
 
     /// PUT: every field takes the given value or its default.
     pub async fn replace_endpoint(&self, who: &Principal, id: &str, input: EndpointInput) -> ServiceResult<Endpoint> {
+        // Not for portal sessions: a PUT resets every field.
+        who.require(Scope::WebhooksWrite)?;
         if input.secret.is_some() {
             return Err(ServiceError::field("secret", "cannot be replaced here; use POST /v1/endpoints/{id}/rotate-secret"));
         }
@@ -190,8 +235,18 @@ impl Skyhook {
     }
 
     pub async fn update_endpoint(&self, who: &Principal, id: &str, patch: EndpointPatch) -> ServiceResult<Endpoint> {
-        let app = who.require(Scope::WebhooksWrite)?;
-        let mut endpoint = self.find_endpoint(&app.application_id, id).await?;
+        let app = who.require_scoped(Scope::WebhooksWrite)?;
+        let mut endpoint = self.find_endpoint(app, id).await?;
+        if app.is_portal()
+            && (patch.event_types.is_some()
+                || patch.headers.is_some()
+                || patch.max_attempts.is_some()
+                || patch.timeout_secs.is_some()
+                || patch.payload_format.is_some()
+                || patch.metadata.is_some())
+        {
+            return Err(portal_forbidden());
+        }
         let mut v = Violations::new();
         self.check_endpoint_fields(&mut v, &app.application_id, &patch).await?;
         v.into_result()?;
@@ -241,7 +296,7 @@ impl Skyhook {
 
     pub async fn delete_endpoint(&self, who: &Principal, id: &str) -> ServiceResult<()> {
         let app = who.require(Scope::WebhooksWrite)?;
-        let endpoint = self.find_endpoint(&app.application_id, id).await?;
+        let endpoint = self.find_endpoint(app, id).await?;
         if !self.store.delete_endpoint(&app.application_id, &endpoint.id).await? {
             return Err(ServiceError::NotFound("endpoint"));
         }
@@ -261,7 +316,7 @@ impl Skyhook {
         {
             return Err(ServiceError::field("secret", "must be whsec_ followed by base64 of 24 to 64 bytes"));
         }
-        let mut endpoint = self.find_endpoint(&app.application_id, id).await?;
+        let mut endpoint = self.find_endpoint(app, id).await?;
         let secret = new_secret.unwrap_or_else(generate_secret);
         let now = self.clock.now();
         endpoint.previous_secret_encrypted = Some(std::mem::replace(&mut endpoint.secret_encrypted, self.secret_box.seal(&secret)));
@@ -276,8 +331,8 @@ impl Skyhook {
 
     /// Publishes an event delivered to this endpoint only.
     pub async fn send_test_event(&self, who: &Principal, id: &str, test: TestEvent) -> ServiceResult<Published> {
-        let app = who.require(Scope::WebhooksWrite)?;
-        let endpoint = self.find_endpoint(&app.application_id, id).await?;
+        let app = who.require_scoped(Scope::WebhooksWrite)?;
+        let endpoint = self.find_endpoint(app, id).await?;
         let event_type = test.event_type.unwrap_or_else(|| TEST_EVENT_TYPE.to_string());
         let mut v = Violations::new();
         validate::event_type_name(&mut v, "eventType", &event_type);
@@ -289,8 +344,8 @@ impl Skyhook {
     }
 
     pub async fn endpoint_stats(&self, who: &Principal, id: &str, since: Option<Timestamp>) -> ServiceResult<EndpointStats> {
-        let app = who.require(Scope::WebhooksRead)?;
-        let endpoint = self.find_endpoint(&app.application_id, id).await?;
+        let app = who.require_scoped(Scope::WebhooksRead)?;
+        let endpoint = self.find_endpoint(app, id).await?;
         let since = since.unwrap_or_else(|| self.clock.now() - chrono::Duration::hours(24));
         let mut stats = self.store.endpoint_stats(&app.application_id, &endpoint.id, since).await?;
         stats.since = Some(since);

@@ -12,6 +12,7 @@ mod event_types;
 mod events;
 mod fanout;
 mod pagination;
+mod portal;
 mod rate_limit;
 pub mod validate;
 
@@ -28,6 +29,7 @@ pub use error::{FieldError, ServiceError, ServiceResult, Violations};
 pub use event_types::EventTypeInput;
 pub use events::{Published, PublishEvent};
 pub use pagination::{ListPage, ListQuery};
+pub use portal::{PortalSession, PortalSessionRequest};
 
 use crate::crypto::SecretBox;
 use crate::domain::{Application, Id};

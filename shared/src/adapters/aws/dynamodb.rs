@@ -413,15 +413,16 @@ impl DynamoStore {
         let key = |name: &str, key_type: KeyType| {
             KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().map_err(build_err)
         };
-        let index = |name: &str, pk: &str, sk: &str, projection: Projection| -> Result<GlobalSecondaryIndex, StoreError> {
-            GlobalSecondaryIndex::builder()
-                .index_name(name)
-                .key_schema(key(pk, KeyType::Hash)?)
-                .key_schema(key(sk, KeyType::Range)?)
-                .projection(projection)
-                .build()
-                .map_err(build_err)
-        };
+        let index =
+            |name: &str, pk: &str, sk: &str, projection: Projection| -> Result<GlobalSecondaryIndex, StoreError> {
+                GlobalSecondaryIndex::builder()
+                    .index_name(name)
+                    .key_schema(key(pk, KeyType::Hash)?)
+                    .key_schema(key(sk, KeyType::Range)?)
+                    .projection(projection)
+                    .build()
+                    .map_err(build_err)
+            };
         let include = |attrs: &[&str]| {
             let mut p = Projection::builder().projection_type(ProjectionType::Include);
             for a in attrs {
@@ -434,7 +435,12 @@ impl DynamoStore {
             .map(string_attr)
             .collect::<Result<Vec<_>, _>>()?;
         let indexes = vec![
-            index(INDEX_BY_OWNER, OWNER_PK, OWNER_SK, Projection::builder().projection_type(ProjectionType::All).build())?,
+            index(
+                INDEX_BY_OWNER,
+                OWNER_PK,
+                OWNER_SK,
+                Projection::builder().projection_type(ProjectionType::All).build(),
+            )?,
             index(INDEX_BY_APP, APP_PK, APP_SK, include(&BY_APP_PROJECTED))?,
             index(INDEX_BY_ENDPOINT, EP_PK, EP_SK, include(&BY_ENDPOINT_PROJECTED))?,
         ];
@@ -454,10 +460,10 @@ impl DynamoStore {
             .stream_specification(stream)
             .send()
             .await;
-        if let Err(e) = created {
-            if e.as_service_error().and_then(|s| s.code()) != Some("ResourceInUseException") {
-                return Err(sdk_err("CreateTable", e));
-            }
+        if let Err(e) = created
+            && e.as_service_error().and_then(|s| s.code()) != Some("ResourceInUseException")
+        {
+            return Err(sdk_err("CreateTable", e));
         }
         wait_until_active(client, table_name).await?;
         let ttl = TimeToLiveSpecification::builder()
@@ -698,11 +704,8 @@ impl DynamoStore {
                     let key = (item_s(&item, PK).to_string(), item_s(&item, SK).to_string());
                     found.insert(key, item);
                 }
-                pending = out
-                    .unprocessed_keys
-                    .and_then(|mut u| u.remove(&*self.table))
-                    .map(|ka| ka.keys)
-                    .unwrap_or_default();
+                pending =
+                    out.unprocessed_keys.and_then(|mut u| u.remove(&*self.table)).map(|ka| ka.keys).unwrap_or_default();
                 if !pending.is_empty() {
                     round += 1;
                     if round > 10 {
@@ -723,8 +726,10 @@ impl DynamoStore {
             let mut pending = chunk
                 .iter()
                 .map(|(pk, sk)| {
-                    let delete =
-                        DeleteRequest::builder().set_key(Some(key_of(pk.clone(), sk.clone()))).build().map_err(build_err)?;
+                    let delete = DeleteRequest::builder()
+                        .set_key(Some(key_of(pk.clone(), sk.clone())))
+                        .build()
+                        .map_err(build_err)?;
                     Ok(WriteRequest::builder().delete_request(delete).build())
                 })
                 .collect::<StoreResult<Vec<_>>>()?;
@@ -872,17 +877,17 @@ impl DynamoStore {
 
 async fn wait_until_active(client: &Client, table_name: &str) -> StoreResult<()> {
     for round in 0..240u32 {
-        let out = client
-            .describe_table()
-            .table_name(table_name)
-            .send()
-            .await
-            .map_err(|e| sdk_err("DescribeTable", e))?;
+        let out =
+            client.describe_table().table_name(table_name).send().await.map_err(|e| sdk_err("DescribeTable", e))?;
         let table = out.table;
         let active = table.as_ref().and_then(|t| t.table_status.as_ref()) == Some(&TableStatus::Active);
         let indexes_active = table
             .as_ref()
-            .map(|t| t.global_secondary_indexes().iter().all(|i| i.index_status.as_ref().is_none_or(|s| s.as_str() == "ACTIVE")))
+            .map(|t| {
+                t.global_secondary_indexes()
+                    .iter()
+                    .all(|i| i.index_status.as_ref().is_none_or(|s| s.as_str() == "ACTIVE"))
+            })
             .unwrap_or(true);
         if active && indexes_active {
             return Ok(());
@@ -1302,7 +1307,8 @@ fn decode_cursor(page: &PageRequest) -> StoreResult<Option<String>> {
     match &page.after {
         None => Ok(None),
         Some(cursor) => {
-            let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::Corrupt("malformed page position".into()))?;
+            let bytes =
+                URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::Corrupt("malformed page position".into()))?;
             String::from_utf8(bytes).map(Some).map_err(|_| StoreError::Corrupt("malformed page position".into()))
         }
     }
@@ -2148,14 +2154,10 @@ impl EndpointStore for DynamoStore {
         };
         let delivery_pks = (0..LIST_SHARDS).map(|s| endpoint_deliveries_pk(app, ep, s)).collect();
         let attempt_pks = (0..LIST_SHARDS).map(|s| endpoint_attempts_pk(app, ep, s)).collect();
-        let deliveries = self
-            .query_all(spec(vec![attr::STATUS, TTL_ATTRIBUTE, EXPIRES_NS_ATTRIBUTE]), delivery_pks)
-            .await?;
+        let deliveries =
+            self.query_all(spec(vec![attr::STATUS, TTL_ATTRIBUTE, EXPIRES_NS_ATTRIBUTE]), delivery_pks).await?;
         let attempts = self
-            .query_all(
-                spec(vec![attr::DURATION_MS, attr::OUTCOME, TTL_ATTRIBUTE, EXPIRES_NS_ATTRIBUTE]),
-                attempt_pks,
-            )
+            .query_all(spec(vec![attr::DURATION_MS, attr::OUTCOME, TTL_ATTRIBUTE, EXPIRES_NS_ATTRIBUTE]), attempt_pks)
             .await?;
 
         let mut stats = EndpointStats { since: Some(since), ..EndpointStats::default() };
@@ -2180,8 +2182,8 @@ impl EndpointStore for DynamoStore {
             let r = Reader::new(item, "attempt index entry");
             let started = parse_sort_ts(item_s(item, EP_SK)).ok_or_else(|| r.bad(EP_SK, "has no timestamp"))?;
             let outcome = r.s(attr::OUTCOME)?;
-            let status =
-                ResponseStatus::from_stored(&outcome).ok_or_else(|| r.bad(attr::OUTCOME, "is not a response status"))?;
+            let status = ResponseStatus::from_stored(&outcome)
+                .ok_or_else(|| r.bad(attr::OUTCOME, "is not a response status"))?;
             rows.push((started, r.parse(attr::DURATION_MS)?, matches!(status, ResponseStatus::Http(200..=299))));
         }
         rows.sort_by_key(|(started, _, _)| nanos(*started));
@@ -2253,8 +2255,10 @@ impl EventStore for DynamoStore {
             if let Some(stale) = &stale {
                 free.push(Cond::Eq(attr::EVENT_ID, str_av(stale.clone())));
             }
-            let items =
-                vec![self.tx_put(idem.clone(), Some(Cond::Or(free)))?, self.tx_put(item.clone(), Some(Cond::NotExists))?];
+            let items = vec![
+                self.tx_put(idem.clone(), Some(Cond::Or(free)))?,
+                self.tx_put(item.clone(), Some(Cond::NotExists))?,
+            ];
             match self.transact(items).await {
                 Ok(()) => return Ok(InsertEvent::Created),
                 Err(TxError::Contended) => tokio::time::sleep(backoff(round as u32 + 1)).await,
@@ -2462,7 +2466,8 @@ impl DeliveryStore for DynamoStore {
 
     async fn list_attempts(&self, app_id: &Id, delivery_id: &Id) -> StoreResult<Vec<DeliveryAttempt>> {
         let now = self.now();
-        let items = self.query_all(QuerySpec::base(SkRange::default()), vec![delivery_pk(delivery_id.as_str())]).await?;
+        let items =
+            self.query_all(QuerySpec::base(SkRange::default()), vec![delivery_pk(delivery_id.as_str())]).await?;
         let own_delivery = delivery_sk(app_id.as_str());
         if !items.iter().any(|item| item_s(item, SK) == own_delivery) {
             return Ok(Vec::new());
@@ -2602,7 +2607,8 @@ impl DeliveryStore for DynamoStore {
                     let attempts = self
                         .query_all(QuerySpec::base(SkRange::prefix(ATTEMPT_SK_PREFIX)), vec![delivery_pk(did)])
                         .await?;
-                    let keys = attempts.iter().map(|a| (item_s(a, PK).to_string(), item_s(a, SK).to_string())).collect();
+                    let keys =
+                        attempts.iter().map(|a| (item_s(a, PK).to_string(), item_s(a, SK).to_string())).collect();
                     self.batch_delete(keys).await?;
                     return Ok(true);
                 }
@@ -2650,13 +2656,12 @@ mod tests {
     fn given_event_keys_then_the_stream_helper_reads_them() {
         let now = chrono::Utc::now();
         let (app, event) = (Id::new(IdKind::Application, now), Id::new(IdKind::Event, now));
-        let keys = HashMap::from([
-            (PK.to_string(), event_pk(event.as_str())),
-            (SK.to_string(), event_sk(app.as_str())),
-        ]);
+        let keys =
+            HashMap::from([(PK.to_string(), event_pk(event.as_str())), (SK.to_string(), event_sk(app.as_str()))]);
         assert!(is_event_key(&keys[PK]));
         assert_eq!(event_key_from_stream_keys(&keys), Some((app.clone(), event)));
-        let delivery = HashMap::from([(PK.to_string(), delivery_pk("dlv_x")), (SK.to_string(), delivery_sk(app.as_str()))]);
+        let delivery =
+            HashMap::from([(PK.to_string(), delivery_pk("dlv_x")), (SK.to_string(), delivery_sk(app.as_str()))]);
         assert!(!is_event_key(&delivery[PK]));
         assert_eq!(event_key_from_stream_keys(&delivery), None);
     }
