@@ -358,7 +358,6 @@ async fn given_a_missing_or_unsupported_grant_type_when_requesting_a_token_then_
 }
 
 #[tokio::test]
-#[ignore = "BUG: token errors use error=invalid_request where RFC 6749 §5.2 requires invalid_scope / unsupported_grant_type"]
 async fn given_token_request_errors_then_the_oauth_error_codes_follow_rfc_6749() {
     // GIVEN
     let app = TestApp::new();

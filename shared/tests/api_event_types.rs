@@ -273,7 +273,6 @@ async fn given_a_bad_include_archived_flag_when_listing_then_it_is_400_on_that_p
 }
 
 #[tokio::test]
-#[ignore = "BUG: event type names made only of dots (`.`, `..`) are accepted, but are dot-segments that URL normalisation removes from /v1/event-types/{name}"]
 async fn given_a_name_made_only_of_dots_when_an_event_type_is_created_then_it_is_400_on_name() {
     // GIVEN
     let app = TestApp::new();
@@ -327,7 +326,6 @@ async fn given_a_schema_over_64_kib_when_an_event_type_is_created_then_it_is_400
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "BUG: PUT of a new event type is check-then-create, so a concurrent PUT of the same name answers 409 instead of 200"]
 async fn given_concurrent_puts_of_a_new_event_type_then_one_creates_it_and_none_fails() {
     // GIVEN
     let app = std::sync::Arc::new(TestApp::new());

@@ -96,8 +96,18 @@ impl Skyhook {
             return Err(ServiceError::field("name", "must match the name in the path (event types cannot be renamed)"));
         }
         input.name = name.to_string();
-        let Some(existing) = self.store.get_event_type(&app.application_id, name).await? else {
-            return self.create_event_type(who, input).await.map(|t| (t, true));
+        let existing = match self.store.get_event_type(&app.application_id, name).await? {
+            Some(existing) => existing,
+            None => match self.create_event_type(who, input.clone()).await {
+                Ok(created) => return Ok((created, true)),
+                // Created concurrently by another PUT: replace it like any existing one.
+                Err(ServiceError::Conflict(_)) => self
+                    .store
+                    .get_event_type(&app.application_id, name)
+                    .await?
+                    .ok_or(ServiceError::NotFound("event type"))?,
+                Err(other) => return Err(other),
+            },
         };
         let mut v = Violations::new();
         validate::description(&mut v, "description", input.description.as_deref());
