@@ -22,7 +22,7 @@ use skyhook::adapters::aws::dynamodb::{
 };
 use skyhook::domain::{Delivery, DeliveryAttempt, DeliveryStatus, EventStatus, Id, IdKind, ResponseStatus};
 use skyhook::ports::{
-    AttemptRecord, Clock, DeliveryFilter, EventFilter, InsertEvent, ManualClock, PageRequest, Store, StoreError,
+    AttemptRecord, DeliveryFilter, EventFilter, InsertEvent, ManualClock, PageRequest, Store, StoreError,
 };
 
 use conformance::Ctx;
@@ -111,14 +111,18 @@ async fn given_many_events_across_shards_when_listed_in_pages_then_newest_first_
     let (ctx, _, client, table) = ctx().await;
     let a = conformance::create_app(&ctx, "A").await;
     let b = conformance::create_app(&ctx, "B").await;
-    let mut expected = Vec::new();
+    let mut events = Vec::new();
     for i in 0..40 {
-        expected.push(conformance::insert_event(&ctx, &a.id, "invoice.paid").await.id);
+        events.push(
+            conformance::insert_event(&ctx, &a.id, if i % 4 == 3 { "user.created" } else { "invoice.paid" }).await,
+        );
         if i % 10 == 0 {
             conformance::insert_event(&ctx, &b.id, "invoice.paid").await;
         }
     }
-    expected.reverse();
+    let newest_first = |pick: &dyn Fn(usize, &skyhook::domain::Event) -> bool| -> Vec<Id> {
+        events.iter().enumerate().rev().filter(|(i, e)| pick(*i, e)).map(|(_, e)| e.id.clone()).collect()
+    };
     // AND they really are on several index partitions
     let partitions: HashSet<String> = scan_all(&client, &table)
         .await
@@ -129,30 +133,38 @@ async fn given_many_events_across_shards_when_listed_in_pages_then_newest_first_
     assert!(partitions.len() >= 4, "40 events landed on only {} shards", partitions.len());
     assert!(partitions.len() <= LIST_SHARDS as usize);
 
-    // WHEN listed 15 at a time
-    let store = ctx.store.clone();
-    let app_id = a.id.clone();
-    let pages = conformance::all_pages(15, |page| {
-        let (store, app_id) = (store.clone(), app_id.clone());
-        async move { store.list_events(&app_id, &EventFilter::default(), &page).await }
-    })
-    .await;
-    // THEN three pages of 15, 15 and 10, newest first, each event once
-    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), vec![15, 15, 10]);
-    let listed: Vec<Id> = pages.into_iter().flatten().map(|e| e.id).collect();
-    assert_eq!(listed.iter().collect::<HashSet<_>>().len(), listed.len());
-    assert_eq!(listed, expected);
-
-    // AND a time window with a filter pages the same way
-    let from = ctx.clock.now() - Duration::milliseconds(1_000);
-    let filter = EventFilter {
-        from: Some(conformance::start_time()),
-        to: Some(from + Duration::days(1)),
-        ..EventFilter::default()
+    let list = |filter: EventFilter, limit: usize| {
+        let store = ctx.store.clone();
+        let app_id = a.id.clone();
+        async move {
+            let pages = conformance::all_pages(limit, |page| {
+                let (store, app_id, filter) = (store.clone(), app_id.clone(), filter.clone());
+                async move { store.list_events(&app_id, &filter, &page).await }
+            })
+            .await;
+            let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+            let listed: Vec<Id> = pages.into_iter().flatten().map(|e| e.id).collect();
+            assert_eq!(listed.iter().collect::<HashSet<_>>().len(), listed.len(), "no event twice");
+            (sizes, listed)
+        }
     };
-    let first = ctx.store.list_events(&a.id, &filter, &PageRequest::first(7)).await.unwrap();
-    assert_eq!(first.items.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), expected[..7].to_vec());
-    assert!(first.next.is_some());
+
+    // WHEN listed 15 at a time THEN 15, 15, 10, newest first across the shards, each once
+    let (sizes, listed) = list(EventFilter::default(), 15).await;
+    assert_eq!(sizes, vec![15, 15, 10]);
+    assert_eq!(listed, newest_first(&|_, _| true));
+
+    // WHEN a time window [events[10], events[35]) is listed 7 at a time THEN 25 events: 7, 7, 7, 4
+    let window =
+        EventFilter { from: Some(events[10].created_at), to: Some(events[35].created_at), ..EventFilter::default() };
+    let (sizes, listed) = list(window.clone(), 7).await;
+    assert_eq!(sizes, vec![7, 7, 7, 4]);
+    assert_eq!(listed, newest_first(&|i, _| (10..35).contains(&i)));
+
+    // WHEN the window is also filtered by type THEN only those, still complete
+    let typed = EventFilter { event_type: Some("invoice.paid".into()), ..window };
+    let (_, listed) = list(typed, 4).await;
+    assert_eq!(listed, newest_first(&|i, e| (10..35).contains(&i) && e.event_type == "invoice.paid"));
 }
 
 #[tokio::test]

@@ -11,7 +11,10 @@
 //! | `epPk`, `epSk` | S | GSI [`INDEX_BY_ENDPOINT`] (HASH, RANGE), projection `INCLUDE` [`BY_ENDPOINT_PROJECTED`] |
 //! | `expiresAt` | N | TTL attribute, whole epoch seconds (`expiresNs` holds the sub-second nanoseconds) |
 //!
-//! Stream: `NEW_IMAGE` is not needed; [`STREAM_VIEW_TYPE`] is `KEYS_ONLY`.
+//! Stream: [`STREAM_VIEW_TYPE`] `KEYS_ONLY` (the fan-out function reads the
+//! event itself). It carries every item's writes; the event source mapping
+//! should filter on `eventName = INSERT` and `Keys.pk.S` prefix `EVT#`
+//! ([`is_event_key`]) so only new events invoke fan-out.
 //!
 //! # Items
 //!
@@ -93,7 +96,7 @@
 //! | record a non-final attempt | 2 (delivery) + 2 (attempt) + 1 (attempt's endpoint index entry) + 1 when the status changes |
 //! | record a final attempt | as above + 2 (event counters) |
 //! | manual retry | 2 + 2 + 2 (original, retry, event) + 2 (retry's index entries) |
-//! | delete a delivery | 2 + 2 (delivery, event) + 1 per attempt |
+//! | delete a delivery | 2 + 2 (delivery, event, transactional) + 2 (its index entries) + 2 per attempt (item, index entry) |
 //! | create / revoke an API key | 2 + 2 (key and its hash copy, transactional) |
 //!
 //! A delivery on the happy path (fan-out 1, first attempt succeeds, event
@@ -2388,15 +2391,25 @@ impl EventStore for DynamoStore {
 #[async_trait]
 impl DeliveryStore for DynamoStore {
     async fn insert_deliveries(&self, deliveries: &[Delivery]) -> StoreResult<()> {
-        for chunk in deliveries.chunks(CONCURRENT_PUTS) {
+        // Plain conditional puts run concurrently; the few written already
+        // final (a transaction each, with their event's counters) follow one
+        // by one, so no transaction overlaps another write of this batch
+        // (DynamoDB would not mind; emulators that snapshot a table per
+        // transaction do).
+        let (counted, plain): (Vec<&Delivery>, Vec<&Delivery>) =
+            deliveries.iter().partition(|d| d.retried_by.is_none() && d.status.is_final());
+        for chunk in plain.chunks(CONCURRENT_PUTS) {
             let mut set = tokio::task::JoinSet::new();
-            for d in chunk {
+            for &d in chunk {
                 let (store, d) = (self.clone(), d.clone());
                 set.spawn(async move { store.insert_delivery(d).await });
             }
             while let Some(joined) = set.join_next().await {
                 joined.map_err(|e| StoreError::Unavailable(format!("insert task failed: {e}")))??;
             }
+        }
+        for d in counted {
+            self.insert_delivery(d.clone()).await?;
         }
         Ok(())
     }
