@@ -608,7 +608,6 @@ async fn given_local_settings_when_a_loopback_endpoint_is_created_then_it_is_acc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "BUG: endpoint writes are read-modify-write of the whole row: a PATCH racing a rotate-secret undoes one of them (lost update)"]
 async fn given_a_patch_in_flight_when_the_secret_is_rotated_then_both_changes_survive() {
     // GIVEN: a PATCH whose validation takes a while (100 event types to look up)
     let app = TestApp::new();

@@ -135,11 +135,15 @@ pub trait EndpointStore: Send + Sync {
         filter: &EndpointFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<Endpoint>>;
-    /// Replaces the stored endpoint; `false` when it does not exist.
-    async fn update_endpoint(&self, endpoint: &Endpoint) -> StoreResult<bool>;
+    /// Replaces the stored endpoint if its `updated_at` is still
+    /// `expected_updated_at` (optimistic concurrency: a PATCH and a rotation,
+    /// or the dispatcher disabling it, never undo each other). `false` when it
+    /// does not exist, `Conflict` when it changed since it was read.
+    async fn update_endpoint(&self, endpoint: &Endpoint, expected_updated_at: Timestamp) -> StoreResult<bool>;
     async fn delete_endpoint(&self, app_id: &Id, id: &Id) -> StoreResult<bool>;
     /// Sets or clears the start of the current failure streak, leaving the
-    /// rest of the endpoint as it is.
+    /// rest of the endpoint as it is (but `updated_at`, one nanosecond later,
+    /// so a concurrent read-modify-write notices).
     async fn set_endpoint_failing_since(&self, app_id: &Id, id: &Id, since: Option<Timestamp>) -> StoreResult<()>;
     /// Marks the endpoint inactive with a reason, leaving the rest as it is.
     async fn disable_endpoint(&self, app_id: &Id, id: &Id, reason: &str, at: Timestamp) -> StoreResult<()>;

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::domain::limits::*;
 use crate::domain::{Endpoint, Id, IdKind, PayloadFormat, Scope, Timestamp};
-use crate::ports::{EndpointFilter, EndpointStats, Page};
+use crate::ports::{EndpointFilter, EndpointStats, Page, StoreError};
 use crate::signing::{decode_secret, generate_secret};
 use crate::ssrf::check_url_at_create;
 
@@ -236,7 +236,6 @@ impl Skyhook {
 
     pub async fn update_endpoint(&self, who: &Principal, id: &str, patch: EndpointPatch) -> ServiceResult<Endpoint> {
         let app = who.require_scoped(Scope::WebhooksWrite)?;
-        let mut endpoint = self.find_endpoint(app, id).await?;
         if app.is_portal()
             && (patch.event_types.is_some()
                 || patch.headers.is_some()
@@ -250,6 +249,37 @@ impl Skyhook {
         let mut v = Violations::new();
         self.check_endpoint_fields(&mut v, &app.application_id, &patch).await?;
         v.into_result()?;
+        self.modify_endpoint(app, id, |endpoint| apply_patch(endpoint, patch.clone())).await
+    }
+
+    /// Read, change, write back only if nobody wrote in between (a PATCH, a
+    /// rotation, the dispatcher disabling it); on a race, read again.
+    async fn modify_endpoint(
+        &self,
+        app: &AppPrincipal,
+        id: &str,
+        change: impl Fn(&mut Endpoint),
+    ) -> ServiceResult<Endpoint> {
+        const TRIES: usize = 5;
+        for _ in 0..TRIES {
+            let mut endpoint = self.find_endpoint(app, id).await?;
+            let expected = endpoint.updated_at;
+            change(&mut endpoint);
+            // Strictly later than what was read, so the next writer's check is meaningful.
+            endpoint.updated_at = self.clock.now().max(expected + chrono::Duration::nanoseconds(1));
+            match self.store.update_endpoint(&endpoint, expected).await {
+                Ok(true) => return Ok(endpoint),
+                Ok(false) => return Err(ServiceError::NotFound("endpoint")),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(ServiceError::Conflict("the endpoint is being changed concurrently; try again".into()))
+    }
+}
+
+fn apply_patch(endpoint: &mut Endpoint, patch: EndpointPatch) {
+    {
         if let Some(url) = patch.url {
             endpoint.url = url;
         }
@@ -287,13 +317,10 @@ impl Skyhook {
             }
             endpoint.is_active = active;
         }
-        endpoint.updated_at = self.clock.now();
-        if !self.store.update_endpoint(&endpoint).await? {
-            return Err(ServiceError::NotFound("endpoint"));
-        }
-        Ok(endpoint)
     }
+}
 
+impl Skyhook {
     pub async fn delete_endpoint(&self, who: &Principal, id: &str) -> ServiceResult<()> {
         let app = who.require(Scope::WebhooksWrite)?;
         let endpoint = self.find_endpoint(app, id).await?;
@@ -316,16 +343,16 @@ impl Skyhook {
         {
             return Err(ServiceError::field("secret", "must be whsec_ followed by base64 of 24 to 64 bytes"));
         }
-        let mut endpoint = self.find_endpoint(app, id).await?;
         let secret = new_secret.unwrap_or_else(generate_secret);
-        let now = self.clock.now();
-        endpoint.previous_secret_encrypted = Some(std::mem::replace(&mut endpoint.secret_encrypted, self.secret_box.seal(&secret)));
-        endpoint.previous_secret_expires_at = Some(now + chrono::Duration::hours(SECRET_ROTATION_OVERLAP_HOURS));
-        endpoint.secret_last4 = last4(&secret);
-        endpoint.updated_at = now;
-        if !self.store.update_endpoint(&endpoint).await? {
-            return Err(ServiceError::NotFound("endpoint"));
-        }
+        let sealed = self.secret_box.seal(&secret);
+        let overlap_until = self.clock.now() + chrono::Duration::hours(SECRET_ROTATION_OVERLAP_HOURS);
+        let endpoint = self
+            .modify_endpoint(app, id, |endpoint| {
+                endpoint.previous_secret_encrypted = Some(std::mem::replace(&mut endpoint.secret_encrypted, sealed.clone()));
+                endpoint.previous_secret_expires_at = Some(overlap_until);
+                endpoint.secret_last4 = last4(&secret);
+            })
+            .await?;
         Ok(CreatedEndpoint { endpoint, secret })
     }
 

@@ -698,7 +698,7 @@ pub async fn given_an_endpoint_when_updated_then_it_is_replaced_and_other_apps_c
     let mut foreign = ep.clone();
     foreign.application_id = b.id.clone();
     foreign.url = "https://evil.example.com".into();
-    assert!(!ctx.store.update_endpoint(&foreign).await.unwrap());
+    assert!(!ctx.store.update_endpoint(&foreign, ep.updated_at).await.unwrap());
     assert_eq!(ctx.store.get_endpoint(&a.id, &ep.id).await.unwrap().as_ref(), Some(&ep));
 
     // WHEN A replaces every field THEN the stored endpoint is the new one
@@ -719,12 +719,19 @@ pub async fn given_an_endpoint_when_updated_then_it_is_replaced_and_other_apps_c
     updated.previous_secret_expires_at = Some(ctx.now() + Duration::hours(24));
     updated.failing_since = None;
     updated.updated_at = ctx.tick();
-    assert!(ctx.store.update_endpoint(&updated).await.unwrap());
+    assert!(ctx.store.update_endpoint(&updated, ep.updated_at).await.unwrap());
+    assert_eq!(ctx.store.get_endpoint(&a.id, &ep.id).await.unwrap(), Some(updated.clone()));
+
+    // WHEN a writer still holding the first version writes THEN it conflicts and changes nothing
+    let mut stale = ep.clone();
+    stale.url = "https://stale.example.com".into();
+    stale.updated_at = ctx.tick();
+    assert!(matches!(ctx.store.update_endpoint(&stale, ep.updated_at).await, Err(StoreError::Conflict(_))));
     assert_eq!(ctx.store.get_endpoint(&a.id, &ep.id).await.unwrap(), Some(updated));
 
     // AND updating an unknown endpoint is false
     let ghost = endpoint(&ctx, &a.id, &[]);
-    assert!(!ctx.store.update_endpoint(&ghost).await.unwrap());
+    assert!(!ctx.store.update_endpoint(&ghost, ghost.updated_at).await.unwrap());
     assert_eq!(ctx.store.get_endpoint(&a.id, &ghost.id).await.unwrap(), None);
 }
 
@@ -820,15 +827,19 @@ pub async fn given_an_endpoint_when_failing_since_is_set_or_it_is_disabled_then_
     let b = create_app(&ctx, "B").await;
     let ep = create_endpoint(&ctx, &a.id, &["invoice.paid"]).await;
 
-    // WHEN its failure streak starts THEN only failing_since changes
+    // WHEN its failure streak starts THEN only failing_since changes (and
+    // updated_at moves on, so a concurrent read-modify-write conflicts)
     let since = ctx.tick();
     ctx.store.set_endpoint_failing_since(&a.id, &ep.id, Some(since)).await.unwrap();
     let got = ctx.store.get_endpoint(&a.id, &ep.id).await.unwrap().unwrap();
-    assert_eq!(got, Endpoint { failing_since: Some(since), ..ep.clone() });
+    assert!(got.updated_at > ep.updated_at);
+    assert_eq!(got, Endpoint { failing_since: Some(since), updated_at: got.updated_at, ..ep.clone() });
     // WHEN it is cleared THEN it is None
+    let before = got.updated_at;
     ctx.store.set_endpoint_failing_since(&a.id, &ep.id, None).await.unwrap();
     let got = ctx.store.get_endpoint(&a.id, &ep.id).await.unwrap().unwrap();
-    assert_eq!(got, Endpoint { failing_since: None, ..ep.clone() });
+    assert!(got.updated_at > before);
+    assert_eq!(got, Endpoint { failing_since: None, updated_at: got.updated_at, ..ep.clone() });
     // WHEN B tries either THEN A's endpoint does not change
     ctx.store.set_endpoint_failing_since(&b.id, &ep.id, Some(since)).await.unwrap();
     ctx.store.disable_endpoint(&b.id, &ep.id, "nope", since).await.unwrap();

@@ -45,12 +45,12 @@ use skyhook::adapters::local_secrets::StaticSecrets;
 use skyhook::adapters::sqlite::{SqliteQueue, SqliteQueueConfig, SqliteStore};
 use skyhook::api::{ApiRequest, handle};
 use skyhook::domain::{ApiKey, Application, Delivery, DeliveryAttempt, Endpoint, Event, EventType, Id, Timestamp};
+use skyhook::ports::{ApiKeyStore, ApplicationStore, DeliveryStore, EndpointStore, EventStore, EventTypeStore};
 use skyhook::ports::{
     AttemptRecord, Clock, DeliveryFilter, EndpointFilter, EndpointResponse, EndpointStats, EventFilter, InsertEvent,
     ManualClock, OutgoingMessage, OutgoingWebhook, Page, PageRequest, Queue, QueueError, ReceivedMessage,
     SecretMaterial, Secrets, SecretsError, SendFailure, Store, StoreError, StoreResult, WebhookSender,
 };
-use skyhook::ports::{ApiKeyStore, ApplicationStore, DeliveryStore, EndpointStore, EventStore, EventTypeStore};
 use skyhook::service::{Dispatcher, MessageOutcome, ServiceConfig, Skyhook};
 use skyhook::ssrf::AddressPolicy;
 
@@ -512,19 +512,25 @@ impl<S: Store + ?Sized> EndpointStore for FaultyStore<S> {
     ) -> StoreResult<Page<Endpoint>> {
         self.plan.around("list_endpoints", ids(&[app_id]), self.inner.list_endpoints(app_id, filter, page)).await
     }
-    async fn update_endpoint(&self, endpoint: &Endpoint) -> StoreResult<bool> {
-        self.plan.around("update_endpoint", ids(&[&endpoint.id]), self.inner.update_endpoint(endpoint)).await
+    async fn update_endpoint(&self, endpoint: &Endpoint, expected_updated_at: Timestamp) -> StoreResult<bool> {
+        self.plan.around("update_endpoint", ids(&[&endpoint.id]), self.inner.update_endpoint(endpoint, expected_updated_at)).await
     }
     async fn delete_endpoint(&self, app_id: &Id, id: &Id) -> StoreResult<bool> {
         self.plan.around("delete_endpoint", ids(&[app_id, id]), self.inner.delete_endpoint(app_id, id)).await
     }
     async fn set_endpoint_failing_since(&self, app_id: &Id, id: &Id, since: Option<Timestamp>) -> StoreResult<()> {
         self.plan
-            .around("set_endpoint_failing_since", ids(&[app_id, id]), self.inner.set_endpoint_failing_since(app_id, id, since))
+            .around(
+                "set_endpoint_failing_since",
+                ids(&[app_id, id]),
+                self.inner.set_endpoint_failing_since(app_id, id, since),
+            )
             .await
     }
     async fn disable_endpoint(&self, app_id: &Id, id: &Id, reason: &str, at: Timestamp) -> StoreResult<()> {
-        self.plan.around("disable_endpoint", ids(&[app_id, id]), self.inner.disable_endpoint(app_id, id, reason, at)).await
+        self.plan
+            .around("disable_endpoint", ids(&[app_id, id]), self.inner.disable_endpoint(app_id, id, reason, at))
+            .await
     }
     async fn endpoint_stats(&self, app_id: &Id, id: &Id, since: Timestamp) -> StoreResult<EndpointStats> {
         self.plan.around("endpoint_stats", ids(&[app_id, id]), self.inner.endpoint_stats(app_id, id, since)).await
@@ -549,7 +555,11 @@ impl<S: Store + ?Sized> EventStore for FaultyStore<S> {
     }
     async fn mark_event_fanned_out(&self, app_id: &Id, id: &Id, delivery_count: u32) -> StoreResult<()> {
         self.plan
-            .around("mark_event_fanned_out", ids(&[app_id, id]), self.inner.mark_event_fanned_out(app_id, id, delivery_count))
+            .around(
+                "mark_event_fanned_out",
+                ids(&[app_id, id]),
+                self.inner.mark_event_fanned_out(app_id, id, delivery_count),
+            )
             .await
     }
 }
@@ -572,14 +582,18 @@ impl<S: Store + ?Sized> DeliveryStore for FaultyStore<S> {
         self.plan.around("list_deliveries", ids(&[app_id]), self.inner.list_deliveries(app_id, filter, page)).await
     }
     async fn list_attempts(&self, app_id: &Id, delivery_id: &Id) -> StoreResult<Vec<DeliveryAttempt>> {
-        self.plan.around("list_attempts", ids(&[app_id, delivery_id]), self.inner.list_attempts(app_id, delivery_id)).await
+        self.plan
+            .around("list_attempts", ids(&[app_id, delivery_id]), self.inner.list_attempts(app_id, delivery_id))
+            .await
     }
     async fn record_attempt(&self, record: &AttemptRecord) -> StoreResult<()> {
         let detail = format!("{} attempt {}", record.delivery.id, record.attempt.number);
         self.plan.around("record_attempt", detail, self.inner.record_attempt(record)).await
     }
     async fn insert_retry(&self, original: &Delivery, retry: &Delivery) -> StoreResult<()> {
-        self.plan.around("insert_retry", ids(&[&original.id, &retry.id]), self.inner.insert_retry(original, retry)).await
+        self.plan
+            .around("insert_retry", ids(&[&original.id, &retry.id]), self.inner.insert_retry(original, retry))
+            .await
     }
     async fn delete_delivery(&self, app_id: &Id, id: &Id) -> StoreResult<bool> {
         self.plan.around("delete_delivery", ids(&[app_id, id]), self.inner.delete_delivery(app_id, id)).await
@@ -634,7 +648,11 @@ impl<Q: Queue + ?Sized> Queue for FaultyQueue<Q> {
     }
     async fn change_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<(), QueueError> {
         self.plan
-            .around("change_visibility", receipt_handle.to_string(), self.inner.change_visibility(receipt_handle, timeout))
+            .around(
+                "change_visibility",
+                receipt_handle.to_string(),
+                self.inner.change_visibility(receipt_handle, timeout),
+            )
             .await
     }
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
@@ -794,9 +812,8 @@ impl Env {
         let clock = Arc::new(ManualClock::new(start_time()));
         let dyn_clock: Arc<dyn Clock> = clock.clone();
         let sqlite_store = Arc::new(SqliteStore::open(&db.0, Arc::clone(&dyn_clock)).expect("open store"));
-        let sqlite_queue = Arc::new(
-            SqliteQueue::open(&db.0, "deliveries", queue_config, Arc::clone(&dyn_clock)).expect("open queue"),
-        );
+        let sqlite_queue =
+            Arc::new(SqliteQueue::open(&db.0, "deliveries", queue_config, Arc::clone(&dyn_clock)).expect("open queue"));
         let store = Arc::new(FaultyStore::new(Arc::clone(&sqlite_store)));
         let queue = Arc::new(FaultyQueue::new(Arc::clone(&sqlite_queue)));
         let material = StaticSecrets::random().0;
@@ -821,7 +838,9 @@ impl Env {
     pub async fn raw(&self, method: &str, path_and_query: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
         let mut request = ApiRequest::new(Method::from_bytes(method.as_bytes()).unwrap(), path_and_query);
         for (name, value) in headers {
-            request.headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+            request
+                .headers
+                .append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
         }
         request.body = Bytes::from(body);
         let response = handle(&self.service, request).await;

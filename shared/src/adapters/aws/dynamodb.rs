@@ -1058,6 +1058,12 @@ impl Updates {
         self.sets.push(format!("{n} = {v}"));
     }
 
+    /// `SET name = name + 1`: a strictly later version stamp without a read.
+    fn bump(&mut self, name: &str) {
+        let (n, v) = (self.expr.n(name), self.expr.v(num(1)));
+        self.sets.push(format!("{n} = {n} + {v}"));
+    }
+
     fn set_opt(&mut self, name: &str, value: Option<AttributeValue>) {
         match value {
             Some(value) => self.set(name, value),
@@ -2121,8 +2127,32 @@ impl EndpointStore for DynamoStore {
         .await
     }
 
-    async fn update_endpoint(&self, endpoint: &Endpoint) -> StoreResult<bool> {
-        self.put_existing(endpoint_item(endpoint)?).await
+    async fn update_endpoint(&self, endpoint: &Endpoint, expected_updated_at: Timestamp) -> StoreResult<bool> {
+        let mut x = Expr::default();
+        let cond = format!("attribute_exists({}) AND {} = {}", x.n(PK), x.n(attr::UPDATED_AT), x.v(num(nanos(expected_updated_at))));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&*self.table)
+            .set_item(Some(endpoint_item(endpoint)?))
+            .condition_expression(cond)
+            .set_expression_attribute_names(x.names())
+            .set_expression_attribute_values(x.values())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => match sdk_err("PutItem", e) {
+                // Missing, or changed since it was read: tell the two apart.
+                StoreError::Conflict(_) => {
+                    match self.get_endpoint(&endpoint.application_id, &endpoint.id).await? {
+                        Some(_) => Err(StoreError::Conflict(format!("endpoint {} changed since it was read", endpoint.id))),
+                        None => Ok(false),
+                    }
+                }
+                other => Err(other),
+            },
+        }
     }
 
     async fn delete_endpoint(&self, app_id: &Id, id: &Id) -> StoreResult<bool> {
@@ -2132,6 +2162,7 @@ impl EndpointStore for DynamoStore {
     async fn set_endpoint_failing_since(&self, app_id: &Id, id: &Id, since: Option<Timestamp>) -> StoreResult<()> {
         let mut u = Updates::default();
         u.set_opt(attr::FAILING_SINCE, since.map(|t| num(nanos(t))));
+        u.bump(attr::UPDATED_AT);
         self.update_existing(app_pk(app_id.as_str()), endpoint_sk(id.as_str()), u.finish()).await?;
         Ok(())
     }

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::Notify;
 
-use super::store::GroupWriter;
+use super::store::{GroupWriter, SqliteStore};
 
 use crate::ports::Clock;
 use crate::ports::queue::{MAX_BATCH, OutgoingMessage, Queue, QueueError, ReceivedMessage};
@@ -91,7 +91,7 @@ pub struct SqliteQueue {
 }
 
 struct Inner {
-    writer: GroupWriter,
+    writer: Arc<GroupWriter>,
     shared: Arc<Shared>,
     /// Wakes long-polling receivers when messages are sent or made visible.
     notify: Notify,
@@ -133,13 +133,48 @@ fn receipt_seq(receipt: &str) -> Result<i64, QueueError> {
 }
 
 impl SqliteQueue {
-    /// Opens the queue `queue_name` in the database at `path` (created if needed).
+    /// Opens the queue `queue_name` in the database at `path` (created if
+    /// needed), with a writer thread of its own.
     pub fn open(
         path: &Path,
         queue_name: &str,
         config: SqliteQueueConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, QueueError> {
+        let conn = Self::prepare(path, queue_name, &config)?;
+        let writer = GroupWriter::spawn(conn, &format!("skyhook-queue-{queue_name}"))
+            .map_err(|e| QueueError::Unavailable(format!("cannot start the queue writer: {e}")))?;
+        Ok(Self::with_writer(Arc::new(writer), path, queue_name, config, clock))
+    }
+
+    /// Opens the queue `queue_name` in the store's database, on the store's
+    /// writer thread: a fan-out's deliveries and its queue rows, an attempt
+    /// and its message's deletion, commit in the same group transaction
+    /// (one fsync) instead of two writers taking turns on SQLite's lock.
+    pub fn open_with_store(
+        store: &SqliteStore,
+        queue_name: &str,
+        config: SqliteQueueConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, QueueError> {
+        // The schema through a connection of its own, closed again at once.
+        drop(Self::prepare(store.path(), queue_name, &config)?);
+        Ok(Self::with_writer(store.writer(), store.path(), queue_name, config, clock))
+    }
+
+    fn with_writer(
+        writer: Arc<GroupWriter>,
+        path: &Path,
+        queue_name: &str,
+        config: SqliteQueueConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let shared = Arc::new(Shared { name: queue_name.to_string(), config, clock });
+        SqliteQueue { inner: Arc::new(Inner { writer, shared, notify: Notify::new(), path: path.to_path_buf() }) }
+    }
+
+    /// Checks the settings, opens a connection and creates or checks the schema.
+    fn prepare(path: &Path, queue_name: &str, config: &SqliteQueueConfig) -> Result<Connection, QueueError> {
         if queue_name.is_empty() {
             return Err(QueueError::Invalid("the queue name is empty".into()));
         }
@@ -171,11 +206,7 @@ impl SqliteQueue {
         )
         .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
-
-        let writer = GroupWriter::spawn(conn, &format!("skyhook-queue-{queue_name}"))
-            .map_err(|e| QueueError::Unavailable(format!("cannot start the queue writer: {e}")))?;
-        let shared = Arc::new(Shared { name: queue_name.to_string(), config, clock });
-        Ok(SqliteQueue { inner: Arc::new(Inner { writer, shared, notify: Notify::new(), path: path.to_path_buf() }) })
+        Ok(conn)
     }
 
     pub fn name(&self) -> &str {
@@ -231,6 +262,28 @@ impl SqliteQueue {
             self.inner.notify.notify_waiters();
         }
         Ok(moved)
+    }
+
+    /// Deletes several received messages in one write (what SQS's
+    /// `DeleteMessageBatch` does). Returns how many were deleted: a receipt
+    /// that is no longer current (the message was received again) deletes
+    /// nothing, as with [`Queue::delete`].
+    pub async fn delete_batch(&self, receipt_handles: Vec<String>) -> Result<usize, QueueError> {
+        let receipts =
+            receipt_handles.into_iter().map(|r| receipt_seq(&r).map(|seq| (seq, r))).collect::<Result<Vec<_>, _>>()?;
+        if receipts.is_empty() {
+            return Ok(0);
+        }
+        self.run(move |conn, shared, _| {
+            let mut delete =
+                conn.prepare_cached("DELETE FROM queue_messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3")?;
+            let mut deleted = 0;
+            for (seq, receipt) in &receipts {
+                deleted += delete.execute(params![seq, shared.name, receipt])?;
+            }
+            Ok(deleted)
+        })
+        .await
     }
 
     /// Runs `work` on the worker, inside a transaction, with the clock's now

@@ -209,11 +209,17 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    writer: GroupWriter,
+    /// Shared with queues opened by [`super::SqliteQueue::open_with_store`].
+    writer: Arc<GroupWriter>,
     readers: Vec<Mutex<Connection>>,
+    /// One per reader connection, taken before a read goes to the blocking
+    /// pool: many concurrent reads wait here (asynchronously) instead of
+    /// occupying a blocking thread each while they wait for a connection.
+    read_permits: tokio::sync::Semaphore,
     next_reader: AtomicUsize,
     clock: Arc<dyn Clock>,
     path: PathBuf,
+    cache: Caches,
     /// Declared last: removes the files of `open_in_memory` after the
     /// connections above are closed.
     _temp: Option<TempFiles>,
@@ -229,6 +235,95 @@ impl Drop for TempFiles {
             path.push(suffix);
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// Point lookups that the hot paths repeat — every publish authenticates its
+/// API key and reads its event type and application, every delivery reads
+/// its endpoint — answered from memory for up to [`CACHE_TTL`].
+///
+/// Exact for this process: every write through this store that can change
+/// a cached kind clears that kind once the write has committed, and a read
+/// that raced with such a write does not fill the cache (generation check),
+/// so a revoked key or a disabled endpoint is seen at once. The TTL only
+/// bounds staleness from writers outside this process (another process on
+/// the same file). Misses are not cached; each kind holds at most
+/// [`CACHE_CAPACITY`] entries.
+struct Cache<K, V> {
+    entries: Mutex<(u64, std::collections::HashMap<K, (std::time::Instant, V)>)>,
+}
+
+const CACHE_TTL: Duration = Duration::from_secs(2);
+const CACHE_CAPACITY: usize = 1024;
+
+impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
+    fn new() -> Self {
+        Cache { entries: Mutex::new((0, std::collections::HashMap::new())) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (u64, std::collections::HashMap<K, (std::time::Instant, V)>)> {
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A fresh entry, or the generation to pass to [`Cache::fill`] after reading.
+    fn get(&self, key: &K) -> Result<V, u64> {
+        let guard = self.lock();
+        match guard.1.get(key) {
+            Some((at, value)) if at.elapsed() < CACHE_TTL => Ok(value.clone()),
+            _ => Err(guard.0),
+        }
+    }
+
+    /// Remembers a value read from the database, unless a write cleared the
+    /// cache since the read started.
+    fn fill(&self, generation: u64, key: K, value: &V) {
+        let mut guard = self.lock();
+        if guard.0 != generation {
+            return;
+        }
+        if guard.1.len() >= CACHE_CAPACITY {
+            guard.1.clear();
+        }
+        guard.1.insert(key, (std::time::Instant::now(), value.clone()));
+    }
+
+    fn clear(&self) {
+        let mut guard = self.lock();
+        guard.0 += 1;
+        guard.1.clear();
+    }
+}
+
+/// The caches of [`Inner`], one per kind.
+struct Caches {
+    applications: Cache<Id, Application>,
+    api_keys_by_hash: Cache<String, ApiKey>,
+    api_keys: Cache<Id, ApiKey>,
+    event_types: Cache<(Id, String), EventType>,
+    endpoints: Cache<(Id, Id), Endpoint>,
+}
+
+impl Caches {
+    fn new() -> Self {
+        Caches {
+            applications: Cache::new(),
+            api_keys_by_hash: Cache::new(),
+            api_keys: Cache::new(),
+            event_types: Cache::new(),
+            endpoints: Cache::new(),
+        }
+    }
+
+    fn clear_api_keys(&self) {
+        self.api_keys_by_hash.clear();
+        self.api_keys.clear();
+    }
+
+    fn clear_all(&self) {
+        self.applications.clear();
+        self.clear_api_keys();
+        self.event_types.clear();
+        self.endpoints.clear();
     }
 }
 
@@ -270,8 +365,10 @@ impl SqliteStore {
         }
         let mut writer = open_connection(path, false).map_err(map_err)?;
         migrate(&mut writer)?;
-        let writer = GroupWriter::spawn(writer, "skyhook-store-writer")
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
+        let writer = Arc::new(
+            GroupWriter::spawn(writer, "skyhook-store-writer")
+                .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?,
+        );
         let readers = (0..READER_CONNECTIONS)
             .map(|_| open_connection(path, true).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()
@@ -280,9 +377,11 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 writer,
                 readers,
+                read_permits: tokio::sync::Semaphore::new(READER_CONNECTIONS),
                 next_reader: AtomicUsize::new(0),
                 clock,
                 path: path.to_path_buf(),
+                cache: Caches::new(),
                 _temp: temp,
             }),
         })
@@ -291,6 +390,13 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The writer thread, for a queue in the same file: the store's and the
+    /// queue's writes then share one transaction and one fsync instead of
+    /// taking turns on SQLite's write lock.
+    pub(super) fn writer(&self) -> Arc<GroupWriter> {
+        Arc::clone(&self.inner.writer)
     }
 
     /// Physically deletes events, deliveries and attempts whose `expires_at`
@@ -314,6 +420,12 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection, i64) -> Result<T, Failure> + Send + 'static,
     {
+        let _permit = self
+            .inner
+            .read_permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
         let inner = self.inner.clone();
         let now = ts(inner.clock.now());
         tokio::task::spawn_blocking(move || {
@@ -942,7 +1054,7 @@ fn insert_delivery(tx: &Connection, sql: &str, d: &Delivery) -> rusqlite::Result
 impl ApplicationStore for SqliteStore {
     async fn create_application(&self, app: &Application) -> StoreResult<()> {
         let app = app.clone();
-        self.write(move |tx, _| {
+        let result = self.write(move |tx, _| {
             tx.prepare_cached(&format!("INSERT INTO applications ({APP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))?
                 .execute(params![
                     app.id.as_str(),
@@ -954,18 +1066,29 @@ impl ApplicationStore for SqliteStore {
                 ])?;
             Ok(())
         })
-        .await
+        .await;
+        self.inner.cache.applications.clear();
+        result
     }
 
     async fn get_application(&self, id: &Id) -> StoreResult<Option<Application>> {
+        let cache_key = id.clone();
+        let generation = match self.inner.cache.applications.get(&cache_key) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(generation) => generation,
+        };
         let id = id.clone();
-        self.read(move |conn, _| {
+        let found = self.read(move |conn, _| {
             Ok(conn
                 .prepare_cached(&format!("SELECT {APP_COLS} FROM applications WHERE id = ?1"))?
                 .query_row([id.as_str()], application_from_row)
                 .optional()?)
         })
-        .await
+        .await?;
+        if let Some(value) = &found {
+            self.inner.cache.applications.fill(generation, cache_key, value);
+        }
+        Ok(found)
     }
 
     async fn list_applications(&self, page: &PageRequest) -> StoreResult<Page<Application>> {
@@ -980,7 +1103,7 @@ impl ApplicationStore for SqliteStore {
 
     async fn update_application(&self, app: &Application) -> StoreResult<bool> {
         let app = app.clone();
-        self.write(move |tx, _| {
+        let result = self.write(move |tx, _| {
             let changed = tx
                 .prepare_cached(
                     "UPDATE applications SET name = ?2, retention_days = ?3, rate_limit = ?4, created_at = ?5, \
@@ -996,19 +1119,23 @@ impl ApplicationStore for SqliteStore {
                 ])?;
             Ok(changed > 0)
         })
-        .await
+        .await;
+        self.inner.cache.applications.clear();
+        result
     }
 
     async fn delete_application(&self, id: &Id) -> StoreResult<bool> {
         let id = id.clone();
-        self.write(move |tx, _| {
+        let result = self.write(move |tx, _| {
             for table in ["attempts", "deliveries", "events", "endpoints", "event_types", "api_keys"] {
                 tx.prepare_cached(&format!("DELETE FROM {table} WHERE application_id = ?1"))?.execute([id.as_str()])?;
             }
             let deleted = tx.prepare_cached("DELETE FROM applications WHERE id = ?1")?.execute([id.as_str()])?;
             Ok(deleted > 0)
         })
-        .await
+        .await;
+        self.inner.cache.clear_all();
+        result
     }
 }
 
@@ -1016,7 +1143,7 @@ impl ApplicationStore for SqliteStore {
 impl ApiKeyStore for SqliteStore {
     async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
         let key = key.clone();
-        self.write(move |tx, _| {
+        let result = self.write(move |tx, _| {
             let scopes = to_json(&key.scopes)?;
             tx.prepare_cached(&format!(
                 "INSERT INTO api_keys ({KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
@@ -1035,29 +1162,49 @@ impl ApiKeyStore for SqliteStore {
             ])?;
             Ok(())
         })
-        .await
+        .await;
+        self.inner.cache.clear_api_keys();
+        result
     }
 
     async fn get_api_key(&self, id: &Id) -> StoreResult<Option<ApiKey>> {
+        let cache_key = id.clone();
+        let generation = match self.inner.cache.api_keys.get(&cache_key) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(generation) => generation,
+        };
         let id = id.clone();
-        self.read(move |conn, _| {
+        let found = self.read(move |conn, _| {
             Ok(conn
                 .prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"))?
                 .query_row([id.as_str()], api_key_from_row)
                 .optional()?)
         })
-        .await
+        .await?;
+        if let Some(value) = &found {
+            self.inner.cache.api_keys.fill(generation, cache_key, value);
+        }
+        Ok(found)
     }
 
     async fn find_api_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
+        let cache_key = key_hash.to_string();
+        let generation = match self.inner.cache.api_keys_by_hash.get(&cache_key) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(generation) => generation,
+        };
         let key_hash = key_hash.to_string();
-        self.read(move |conn, _| {
+        let found = self.read(move |conn, _| {
             Ok(conn
                 .prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE key_hash = ?1"))?
                 .query_row([key_hash], api_key_from_row)
                 .optional()?)
         })
-        .await
+        .await?;
+        if let Some(value) = &found {
+            self.inner.cache.api_keys_by_hash.fill(generation, cache_key, value);
+        }
+        Ok(found)
     }
 
     async fn list_api_keys(&self, app_id: &Id, page: &PageRequest) -> StoreResult<Page<ApiKey>> {
@@ -1075,7 +1222,7 @@ impl ApiKeyStore for SqliteStore {
 
     async fn revoke_api_key(&self, app_id: &Id, id: &Id, at: Timestamp) -> StoreResult<bool> {
         let (app_id, id) = (app_id.clone(), id.clone());
-        self.write(move |tx, _| {
+        let result = self.write(move |tx, _| {
             let changed = tx
                 .prepare_cached(
                     "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3) WHERE id = ?1 AND application_id = ?2",
@@ -1083,7 +1230,9 @@ impl ApiKeyStore for SqliteStore {
                 .execute(params![id.as_str(), app_id.as_str(), ts(at)])?;
             Ok(changed > 0)
         })
-        .await
+        .await;
+        self.inner.cache.clear_api_keys();
+        result
     }
 }
 
@@ -1091,7 +1240,7 @@ impl ApiKeyStore for SqliteStore {
 impl EventTypeStore for SqliteStore {
     async fn create_event_type(&self, event_type: &EventType) -> StoreResult<()> {
         let et = event_type.clone();
-        self.write(move |tx, _| {
+        let result = self.write(move |tx, _| {
             let schema = et.schema.as_ref().map(to_json).transpose()?;
             tx.prepare_cached(&format!(
                 "INSERT INTO event_types ({EVENT_TYPE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
@@ -1111,12 +1260,19 @@ impl EventTypeStore for SqliteStore {
             })?;
             Ok(())
         })
-        .await
+        .await;
+        self.inner.cache.event_types.clear();
+        result
     }
 
     async fn get_event_type(&self, app_id: &Id, name: &str) -> StoreResult<Option<EventType>> {
+        let cache_key = (app_id.clone(), name.to_string());
+        let generation = match self.inner.cache.event_types.get(&cache_key) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(generation) => generation,
+        };
         let (app_id, name) = (app_id.clone(), name.to_string());
-        self.read(move |conn, _| {
+        let found = self.read(move |conn, _| {
             Ok(conn
                 .prepare_cached(&format!(
                     "SELECT {EVENT_TYPE_COLS} FROM event_types WHERE application_id = ?1 AND name = ?2"
@@ -1124,7 +1280,11 @@ impl EventTypeStore for SqliteStore {
                 .query_row([app_id.as_str(), name.as_str()], event_type_from_row)
                 .optional()?)
         })
-        .await
+        .await?;
+        if let Some(value) = &found {
+            self.inner.cache.event_types.fill(generation, cache_key, value);
+        }
+        Ok(found)
     }
 
     async fn list_event_types(
@@ -1162,7 +1322,7 @@ impl EventTypeStore for SqliteStore {
 
     async fn update_event_type(&self, event_type: &EventType) -> StoreResult<bool> {
         let et = event_type.clone();
-        self.write(move |tx, _| {
+        let result = self.write(move |tx, _| {
             let schema = et.schema.as_ref().map(to_json).transpose()?;
             let changed = tx
                 .prepare_cached(
@@ -1180,18 +1340,22 @@ impl EventTypeStore for SqliteStore {
                 ])?;
             Ok(changed > 0)
         })
-        .await
+        .await;
+        self.inner.cache.event_types.clear();
+        result
     }
 
     async fn delete_event_type(&self, app_id: &Id, name: &str) -> StoreResult<bool> {
         let (app_id, name) = (app_id.clone(), name.to_string());
-        self.write(move |tx, _| {
+        let result = self.write(move |tx, _| {
             let deleted = tx
                 .prepare_cached("DELETE FROM event_types WHERE application_id = ?1 AND name = ?2")?
                 .execute([app_id.as_str(), name.as_str()])?;
             Ok(deleted > 0)
         })
-        .await
+        .await;
+        self.inner.cache.event_types.clear();
+        result
     }
 }
 
@@ -1224,7 +1388,7 @@ fn endpoint_values(ep: &Endpoint) -> Result<Vec<Value>, Failure> {
 impl EndpointStore for SqliteStore {
     async fn create_endpoint(&self, endpoint: &Endpoint) -> StoreResult<()> {
         let ep = endpoint.clone();
-        self.write(move |tx, _| {
+        let result = self.write(move |tx, _| {
             let values = endpoint_values(&ep)?;
             tx.prepare_cached(&format!(
                 "INSERT INTO endpoints ({ENDPOINT_COLS}) VALUES \
@@ -1233,12 +1397,19 @@ impl EndpointStore for SqliteStore {
             .execute(params_from_iter(values))?;
             Ok(())
         })
-        .await
+        .await;
+        self.inner.cache.endpoints.clear();
+        result
     }
 
     async fn get_endpoint(&self, app_id: &Id, id: &Id) -> StoreResult<Option<Endpoint>> {
+        let cache_key = (app_id.clone(), id.clone());
+        let generation = match self.inner.cache.endpoints.get(&cache_key) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(generation) => generation,
+        };
         let (app_id, id) = (app_id.clone(), id.clone());
-        self.read(move |conn, _| {
+        let found = self.read(move |conn, _| {
             Ok(conn
                 .prepare_cached(&format!(
                     "SELECT {ENDPOINT_COLS} FROM endpoints WHERE id = ?1 AND application_id = ?2"
@@ -1246,7 +1417,11 @@ impl EndpointStore for SqliteStore {
                 .query_row([id.as_str(), app_id.as_str()], endpoint_from_row)
                 .optional()?)
         })
-        .await
+        .await?;
+        if let Some(value) = &found {
+            self.inner.cache.endpoints.fill(generation, cache_key, value);
+        }
+        Ok(found)
     }
 
     async fn list_endpoints(
@@ -1273,56 +1448,79 @@ impl EndpointStore for SqliteStore {
         .await
     }
 
-    async fn update_endpoint(&self, endpoint: &Endpoint) -> StoreResult<bool> {
+    async fn update_endpoint(&self, endpoint: &Endpoint, expected_updated_at: Timestamp) -> StoreResult<bool> {
         let ep = endpoint.clone();
-        self.write(move |tx, _| {
-            let values = endpoint_values(&ep)?;
+        let result = self.write(move |tx, _| {
+            let mut values = endpoint_values(&ep)?;
+            values.push(rusqlite::types::Value::from(ts(expected_updated_at)));
             let changed = tx
                 .prepare_cached(
                     "UPDATE endpoints SET url = ?3, description = ?4, event_types = ?5, headers = ?6, \
                      max_attempts = ?7, timeout_secs = ?8, payload_format = ?9, is_active = ?10, \
                      disabled_reason = ?11, metadata = ?12, secret_encrypted = ?13, secret_last4 = ?14, \
                      previous_secret_encrypted = ?15, previous_secret_expires_at = ?16, failing_since = ?17, \
-                     created_at = ?18, updated_at = ?19 WHERE id = ?1 AND application_id = ?2",
+                     created_at = ?18, updated_at = ?19 WHERE id = ?1 AND application_id = ?2 AND updated_at = ?20",
                 )?
                 .execute(params_from_iter(values))?;
-            Ok(changed > 0)
+            if changed > 0 {
+                return Ok(true);
+            }
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM endpoints WHERE id = ?1 AND application_id = ?2")?
+                .exists([ep.id.as_str(), ep.application_id.as_str()])?;
+            if exists {
+                return Err(conflict(format!("endpoint {} changed since it was read", ep.id)));
+            }
+            Ok(false)
         })
-        .await
+        .await;
+        self.inner.cache.endpoints.clear();
+        result
     }
 
     async fn delete_endpoint(&self, app_id: &Id, id: &Id) -> StoreResult<bool> {
         let (app_id, id) = (app_id.clone(), id.clone());
-        self.write(move |tx, _| {
+        let result = self.write(move |tx, _| {
             let deleted = tx
                 .prepare_cached("DELETE FROM endpoints WHERE id = ?1 AND application_id = ?2")?
                 .execute([id.as_str(), app_id.as_str()])?;
             Ok(deleted > 0)
         })
-        .await
+        .await;
+        self.inner.cache.endpoints.clear();
+        result
     }
 
     async fn set_endpoint_failing_since(&self, app_id: &Id, id: &Id, since: Option<Timestamp>) -> StoreResult<()> {
         let (app_id, id) = (app_id.clone(), id.clone());
-        self.write(move |tx, _| {
-            tx.prepare_cached("UPDATE endpoints SET failing_since = ?3 WHERE id = ?1 AND application_id = ?2")?
-                .execute(params![id.as_str(), app_id.as_str(), opt_ts(since)])?;
+        let result = self.write(move |tx, _| {
+            // One nanosecond later: a new version for concurrent writers, and
+            // no visible jump for a field the API does not show.
+            tx.prepare_cached(
+                "UPDATE endpoints SET failing_since = ?3, updated_at = updated_at + 1 \
+                 WHERE id = ?1 AND application_id = ?2",
+            )?
+            .execute(params![id.as_str(), app_id.as_str(), opt_ts(since)])?;
             Ok(())
         })
-        .await
+        .await;
+        self.inner.cache.endpoints.clear();
+        result
     }
 
     async fn disable_endpoint(&self, app_id: &Id, id: &Id, reason: &str, at: Timestamp) -> StoreResult<()> {
         let (app_id, id, reason) = (app_id.clone(), id.clone(), reason.to_string());
-        self.write(move |tx, _| {
+        let result = self.write(move |tx, _| {
             tx.prepare_cached(
-                "UPDATE endpoints SET is_active = 0, disabled_reason = ?3, updated_at = ?4 \
+                "UPDATE endpoints SET is_active = 0, disabled_reason = ?3, updated_at = MAX(updated_at + 1, ?4) \
                  WHERE id = ?1 AND application_id = ?2",
             )?
             .execute(params![id.as_str(), app_id.as_str(), reason, ts(at)])?;
             Ok(())
         })
-        .await
+        .await;
+        self.inner.cache.endpoints.clear();
+        result
     }
 
     async fn endpoint_stats(&self, app_id: &Id, id: &Id, since: Timestamp) -> StoreResult<EndpointStats> {
