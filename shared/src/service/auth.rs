@@ -128,7 +128,9 @@ fn unauthorized() -> ServiceError {
 impl Skyhook {
     pub async fn authenticate(&self, credential: Option<Credential>) -> ServiceResult<Principal> {
         let token = match credential {
-            None => return Err(ServiceError::Unauthorized("send an API key as x-api-key or Authorization: Bearer".into())),
+            None => {
+                return Err(ServiceError::Unauthorized("send an API key as x-api-key or Authorization: Bearer".into()));
+            }
             Some(Credential::Bearer(t)) | Some(Credential::ApiKey(t)) => t,
         };
         if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
@@ -162,9 +164,11 @@ impl Skyhook {
             .claims;
         let portal = match (claims.aud.as_deref(), &claims.portal) {
             (None, None) => None,
-            (Some(PORTAL_AUDIENCE), Some(ids)) => {
-                Some(ids.iter().map(|id| Id::parse(IdKind::Endpoint, id).ok_or_else(unauthorized)).collect::<Result<Vec<_>, _>>()?)
-            }
+            (Some(PORTAL_AUDIENCE), Some(ids)) => Some(
+                ids.iter()
+                    .map(|id| Id::parse(IdKind::Endpoint, id).ok_or_else(unauthorized))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
             _ => return Err(unauthorized()),
         };
         if claims.exp <= self.clock.now().timestamp() {
@@ -185,7 +189,12 @@ impl Skyhook {
             .filter_map(|s| s.parse::<Scope>().ok())
             .filter(|s| key.scopes.contains(s))
             .collect();
-        Ok(Principal::App(AppPrincipal { application_id: key.application_id, key_id: key.id, scopes, endpoint_ids: portal }))
+        Ok(Principal::App(AppPrincipal {
+            application_id: key.application_id,
+            key_id: key.id,
+            scopes,
+            endpoint_ids: portal,
+        }))
     }
 
     /// OAuth2 client credentials: client id = API key id, secret = the key.
@@ -198,7 +207,8 @@ impl Skyhook {
         let invalid_client = || ServiceError::Unauthorized("invalid_client: unknown client or wrong secret".into());
         let key_id = Id::parse(IdKind::ApiKey, client_id).ok_or_else(invalid_client)?;
         let key: ApiKey = self.store.get_api_key(&key_id).await?.ok_or_else(invalid_client)?;
-        if key.is_revoked() || !constant_time_eq(sha256_hex(client_secret.as_bytes()).as_bytes(), key.key_hash.as_bytes())
+        if key.is_revoked()
+            || !constant_time_eq(sha256_hex(client_secret.as_bytes()).as_bytes(), key.key_hash.as_bytes())
         {
             return Err(invalid_client());
         }

@@ -45,7 +45,10 @@ impl Skyhook {
             if !app.allows_endpoint(endpoint_id) {
                 return Err(ServiceError::NotFound("endpoint"));
             }
-            self.store.get_endpoint(&app.application_id, endpoint_id).await?.ok_or(ServiceError::NotFound("endpoint"))?;
+            self.store
+                .get_endpoint(&app.application_id, endpoint_id)
+                .await?
+                .ok_or(ServiceError::NotFound("endpoint"))?;
         }
         let page = self.page_request(query, tenant, "deliveries")?;
         let found = match &app.endpoint_ids {
@@ -133,12 +136,16 @@ impl Skyhook {
 
     async fn retry_one(&self, original: &Delivery) -> ServiceResult<Delivery> {
         let app_id = &original.application_id;
-        let event = self.store.get_event(app_id, &original.event_id).await?.ok_or(ServiceError::Conflict(
-            "the event of this delivery is no longer retained".into(),
-        ))?;
-        let endpoint = self.store.get_endpoint(app_id, &original.endpoint_id).await?.ok_or(ServiceError::Conflict(
-            "the endpoint of this delivery was deleted".into(),
-        ))?;
+        let event = self
+            .store
+            .get_event(app_id, &original.event_id)
+            .await?
+            .ok_or(ServiceError::Conflict("the event of this delivery is no longer retained".into()))?;
+        let endpoint = self
+            .store
+            .get_endpoint(app_id, &original.endpoint_id)
+            .await?
+            .ok_or(ServiceError::Conflict("the endpoint of this delivery was deleted".into()))?;
         let retry = self.new_delivery(&event, &endpoint, Some(original));
         match self.store.insert_retry(original, &retry).await {
             Err(StoreError::Conflict(_)) => return Err(ServiceError::Conflict("delivery was already retried".into())),
