@@ -88,7 +88,10 @@ fn security_headers(headers: &mut HeaderMap, frameable: bool) {
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_str(&csp).expect("ascii policy"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert("permissions-policy", HeaderValue::from_static("camera=(), microphone=(), geolocation=(), payment=(), usb=()"));
+    headers.insert(
+        "permissions-policy",
+        HeaderValue::from_static("camera=(), microphone=(), geolocation=(), payment=(), usb=()"),
+    );
     if !frameable {
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         headers.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
@@ -224,9 +227,11 @@ mod tests {
 
     #[test]
     fn given_a_hashed_asset_then_it_is_immutable_and_unhashed_names_revalidate() {
-        for (name, content_type) in
-            [("app.js", "text/javascript; charset=utf-8"), ("app.css", "text/css; charset=utf-8"), ("favicon.svg", "image/svg+xml")]
-        {
+        for (name, content_type) in [
+            ("app.js", "text/javascript; charset=utf-8"),
+            ("app.css", "text/css; charset=utf-8"),
+            ("favicon.svg", "image/svg+xml"),
+        ] {
             let hashed = get(&console_asset_path(name).unwrap());
             assert_eq!(hashed.status, StatusCode::OK);
             assert_eq!(header(&hashed, "content-type"), content_type);

@@ -3,7 +3,8 @@
 //! next one by changing the message's visibility timeout. The same code runs
 //! in the Lambda (SQS batch) and in `skyhook serve` (embedded queue).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -59,6 +60,20 @@ pub struct Dispatcher {
     user_agent: String,
 }
 
+/// Lookups shared by the messages of one batch: at fan-out N the batch's
+/// messages are mostly one event's deliveries (one event read instead of N),
+/// at fan-out 1 mostly one endpoint's. Lives only as long as the batch, so
+/// nothing is staler than the batch itself; errors are not remembered.
+#[derive(Default)]
+struct BatchMemo {
+    endpoints: Mutex<HashMap<(Id, Id), Arc<tokio::sync::OnceCell<Option<Endpoint>>>>>,
+    events: Mutex<HashMap<(Id, Id), Arc<tokio::sync::OnceCell<Option<Event>>>>>,
+}
+
+fn memo_cell<T>(map: &Mutex<HashMap<(Id, Id), Arc<tokio::sync::OnceCell<T>>>>, key: (Id, Id)) -> Arc<tokio::sync::OnceCell<T>> {
+    Arc::clone(map.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default())
+}
+
 /// Slack for a message that comes back a little before its scheduled time.
 const EARLY_SLACK: chrono::Duration = chrono::Duration::milliseconds(500);
 
@@ -74,9 +89,11 @@ impl Dispatcher {
     /// Handles a batch concurrently; outcomes in the batch's order.
     pub async fn handle_batch(self: &Arc<Self>, messages: &[ReceivedMessage]) -> Vec<MessageOutcome> {
         let mut set = tokio::task::JoinSet::new();
+        let memo = Arc::new(BatchMemo::default());
         for (index, message) in messages.iter().cloned().enumerate() {
             let this = Arc::clone(self);
-            set.spawn(async move { (index, this.handle(&message).await) });
+            let memo = Arc::clone(&memo);
+            set.spawn(async move { (index, this.handle_with(&message, Some(&memo)).await) });
         }
         let mut outcomes = vec![MessageOutcome::RetryLater; messages.len()];
         while let Some(joined) = set.join_next().await {
@@ -88,6 +105,10 @@ impl Dispatcher {
     }
 
     pub async fn handle(&self, message: &ReceivedMessage) -> MessageOutcome {
+        self.handle_with(message, None).await
+    }
+
+    async fn handle_with(&self, message: &ReceivedMessage, memo: Option<&BatchMemo>) -> MessageOutcome {
         let Some(task) = DeliveryTask::parse(&message.body) else {
             // Poison: make it visible again at once so it reaches the DLQ
             // after maxReceiveCount receives, never silently dropped.
@@ -97,7 +118,7 @@ impl Dispatcher {
         };
         let span = tracing::info_span!("delivery", delivery_id = %task.delivery_id, application_id = %task.application_id);
         let _enter = span.enter();
-        match self.attempt(&task, message).await {
+        match self.attempt(&task, message, memo).await {
             Ok(outcome) => outcome,
             Err(err) => {
                 tracing::warn!(error = %err, "delivery attempt could not be completed; will retry");
@@ -115,7 +136,12 @@ impl Dispatcher {
         }
     }
 
-    async fn attempt(&self, task: &DeliveryTask, message: &ReceivedMessage) -> Result<MessageOutcome, StoreError> {
+    async fn attempt(
+        &self,
+        task: &DeliveryTask,
+        message: &ReceivedMessage,
+        memo: Option<&BatchMemo>,
+    ) -> Result<MessageOutcome, StoreError> {
         let store = self.service.store();
         let now = self.service.clock().now();
         let Some(delivery) = store.get_delivery(&task.application_id, &task.delivery_id).await? else {
@@ -142,8 +168,17 @@ impl Dispatcher {
             self.set_visibility(message, wait).await;
             return Ok(MessageOutcome::RetryLater);
         }
-        let endpoint = store.get_endpoint(&task.application_id, &delivery.endpoint_id).await?;
-        let event = store.get_event(&task.application_id, &delivery.event_id).await?;
+        let (app_id, endpoint_id, event_id) = (&task.application_id, &delivery.endpoint_id, &delivery.event_id);
+        let (endpoint, event) = match memo {
+            None => (store.get_endpoint(app_id, endpoint_id).await?, store.get_event(app_id, event_id).await?),
+            Some(memo) => {
+                let endpoint = memo_cell(&memo.endpoints, (app_id.clone(), endpoint_id.clone()));
+                let endpoint = endpoint.get_or_try_init(|| store.get_endpoint(app_id, endpoint_id)).await?.clone();
+                let event = memo_cell(&memo.events, (app_id.clone(), event_id.clone()));
+                let event = event.get_or_try_init(|| store.get_event(app_id, event_id)).await?.clone();
+                (endpoint, event)
+            }
+        };
         let (endpoint, event) = match (endpoint, event) {
             (Some(endpoint), Some(event)) if endpoint.is_active => (endpoint, event),
             (None, _) | (_, None) => {

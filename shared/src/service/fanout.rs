@@ -4,14 +4,53 @@
 //! simply run again: by the DynamoDB stream's retries on AWS, by the outbox
 //! sweep on the embedded backend. The event is marked fanned out last.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use tokio::sync::OnceCell;
+
 use super::dispatcher::DeliveryTask;
 use super::{ServiceResult, Skyhook};
 use crate::domain::limits::MAX_PAGE_LIMIT;
 use crate::domain::{Delivery, DeliveryStatus, Endpoint, Event, Id, IdKind};
 use crate::ports::{DeliveryFilter, EndpointFilter, OutgoingMessage, PageRequest};
 
+/// The matching endpoints per (application, event type), looked up once per
+/// sweep however many of the sweep's events share them.
+#[derive(Default)]
+struct EndpointMemo {
+    cells: Mutex<HashMap<(Id, String), Arc<OnceCell<Vec<Endpoint>>>>>,
+}
+
+/// Runs the futures concurrently on the current task; outputs in order.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { Poll::Pending } else { Poll::Ready(()) }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future finished")).collect()
+}
+
 impl Skyhook {
     pub async fn fan_out(&self, event: &Event) -> ServiceResult<u32> {
+        self.fan_out_with(event, None).await
+    }
+
+    async fn fan_out_with(&self, event: &Event, memo: Option<&EndpointMemo>) -> ServiceResult<u32> {
         if event.fanned_out {
             return Ok(event.delivery_count);
         }
@@ -19,7 +58,19 @@ impl Skyhook {
         // they count, and are queued again, even if their endpoint no longer
         // matches (the dispatcher then records why it was not sent).
         let existing = self.original_deliveries(event).await?;
-        let endpoints = self.matching_endpoints(event).await?;
+        let endpoints = match memo {
+            Some(memo) if event.target_endpoint_id.is_none() => {
+                let cell = Arc::clone(
+                    memo.cells
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry((event.application_id.clone(), event.event_type.clone()))
+                        .or_default(),
+                );
+                cell.get_or_try_init(|| self.matching_endpoints(event)).await?.clone()
+            }
+            _ => self.matching_endpoints(event).await?,
+        };
         let new: Vec<Delivery> = endpoints
             .iter()
             .filter(|ep| !existing.iter().any(|d| d.endpoint_id == ep.id))
@@ -47,6 +98,37 @@ impl Skyhook {
                     tracing::warn!(event_id = %event.id, error = %err, "fan-out failed; will retry");
                     return Err(err);
                 }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Like [`Skyhook::sweep_fanout`], for a backend whose concurrent writes
+    /// share one commit (the embedded store's group commit): fans out up to
+    /// `concurrency` waiting events at a time, so their writes share fsyncs,
+    /// and looks up the endpoints of each (application, event type) once per
+    /// sweep. Each event's own steps keep their order (deliveries, queue
+    /// messages, then the fanned-out mark), so an interrupted sweep is simply
+    /// run again. Returns how many events it completed, or the first error
+    /// once the events in flight have finished.
+    pub async fn sweep_fanout_concurrent(&self, limit: usize, concurrency: usize) -> ServiceResult<usize> {
+        let events = self.store.events_awaiting_fanout(limit).await?;
+        let memo = EndpointMemo::default();
+        let mut done = 0;
+        for chunk in events.chunks(concurrency.max(1)) {
+            let results = join_all(chunk.iter().map(|event| self.fan_out_with(event, Some(&memo))).collect()).await;
+            let mut first_error = None;
+            for (event, result) in chunk.iter().zip(results) {
+                match result {
+                    Ok(_) => done += 1,
+                    Err(err) => {
+                        tracing::warn!(event_id = %event.id, error = %err, "fan-out failed; will retry");
+                        first_error.get_or_insert(err);
+                    }
+                }
+            }
+            if let Some(err) = first_error {
+                return Err(err);
             }
         }
         Ok(done)
