@@ -18,7 +18,11 @@ fn header<'a>(request: &'a http::request::Parts, name: &str) -> &'a str {
     request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-async fn receive(request: Request<Incoming>, secret: Option<String>, status: StatusCode) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn receive(
+    request: Request<Incoming>,
+    secret: Option<String>,
+    status: StatusCode,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, 1024 * 1024).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -31,7 +35,15 @@ async fn receive(request: Request<Incoming>, secret: Option<String>, status: Sta
         (None, _) => "signature not checked (no --secret)".to_string(),
         (Some(_), Err(_)) => "INVALID: missing webhook-timestamp".to_string(),
         (Some(secret), Ok(ts)) => {
-            match verify_signature(secret, id, ts, &body, signature, chrono::Utc::now().timestamp(), DEFAULT_TOLERANCE_SECS) {
+            match verify_signature(
+                secret,
+                id,
+                ts,
+                &body,
+                signature,
+                chrono::Utc::now().timestamp(),
+                DEFAULT_TOLERANCE_SECS,
+            ) {
                 Ok(()) => "signature valid".to_string(),
                 Err(err) => format!("INVALID signature: {err}"),
             }
@@ -55,7 +67,11 @@ pub async fn run(address: SocketAddr, secret: Option<String>, status: u16) -> Re
         skyhook::signing::decode_secret(secret).map_err(|e| format!("--secret: {e}"))?;
     }
     let listener = TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))?;
-    println!("Listening for webhooks on http://{} (answering {})", listener.local_addr().map_err(|e| e.to_string())?, status.as_u16());
+    println!(
+        "Listening for webhooks on http://{} (answering {})",
+        listener.local_addr().map_err(|e| e.to_string())?,
+        status.as_u16()
+    );
     loop {
         tokio::select! {
             accepted = listener.accept() => {

@@ -74,7 +74,8 @@ async fn given_a_receiver_failing_twice_when_an_event_is_published_then_it_is_re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn given_deliveries_in_flight_when_the_server_is_killed_then_after_restart_every_acknowledged_event_is_delivered() {
+async fn given_deliveries_in_flight_when_the_server_is_killed_then_after_restart_every_acknowledged_event_is_delivered()
+{
     // GIVEN a slow receiver (each request takes 300 ms) and a server whose
     // in-flight messages come back 2 s after a crash
     let mut server = Server::start(

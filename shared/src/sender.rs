@@ -52,9 +52,7 @@ pub struct HttpSender {
 
 impl std::fmt::Debug for HttpSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpSender")
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
+        f.debug_struct("HttpSender").field("policy", &self.policy).finish_non_exhaustive()
     }
 }
 
@@ -89,9 +87,7 @@ impl HttpSender {
             .tcp_nodelay(true)
             .dns_resolver(Arc::new(PolicyResolver { resolver, policy }))
             .build()
-            .map_err(|e| {
-                SenderBuildError(root_message(&e).unwrap_or_else(|| "unknown error".into()))
-            })?;
+            .map_err(|e| SenderBuildError(root_message(&e).unwrap_or_else(|| "unknown error".into())))?;
         Ok(Self { client, policy })
     }
 
@@ -101,27 +97,15 @@ impl HttpSender {
 
     /// Everything that can be refused without touching the network.
     fn prepare(&self, request: OutgoingWebhook) -> Result<reqwest::Request, SendFailure> {
-        let url = Url::parse(&request.url).map_err(|e| {
-            failure(
-                ErrorCode::Blocked,
-                format!("endpoint URL is not valid: {e}"),
-            )
-        })?;
+        let url = Url::parse(&request.url)
+            .map_err(|e| failure(ErrorCode::Blocked, format!("endpoint URL is not valid: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(failure(
-                ErrorCode::Blocked,
-                "endpoint URL must use http or https",
-            ));
+            return Err(failure(ErrorCode::Blocked, "endpoint URL must use http or https"));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(failure(
-                ErrorCode::Blocked,
-                "endpoint URL must not contain credentials",
-            ));
+            return Err(failure(ErrorCode::Blocked, "endpoint URL must not contain credentials"));
         }
-        let host = url
-            .host()
-            .ok_or_else(|| failure(ErrorCode::Blocked, "endpoint URL has no host"))?;
+        let host = url.host().ok_or_else(|| failure(ErrorCode::Blocked, "endpoint URL has no host"))?;
         // reqwest connects to IP literals without calling the resolver.
         check_host(&host, &self.policy).map_err(|reason| blocked(&host.to_string(), reason))?;
 
@@ -129,12 +113,8 @@ impl HttpSender {
         for (name, value) in &request.headers {
             let header = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| failure(ErrorCode::Io, "a request header name is not valid"))?;
-            let value = HeaderValue::from_str(value).map_err(|_| {
-                failure(
-                    ErrorCode::Io,
-                    format!("the value of request header {header} is not valid"),
-                )
-            })?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| failure(ErrorCode::Io, format!("the value of request header {header} is not valid")))?;
             headers.append(header, value);
         }
         if !headers.contains_key(CONTENT_TYPE) {
@@ -145,20 +125,11 @@ impl HttpSender {
             .headers(headers)
             .body(request.body)
             .build()
-            .map_err(|e| {
-                failure(
-                    ErrorCode::Io,
-                    format!("could not build the request: {}", describe(&e)),
-                )
-            })
+            .map_err(|e| failure(ErrorCode::Io, format!("could not build the request: {}", describe(&e))))
     }
 
     async fn exchange(&self, request: reqwest::Request) -> Result<EndpointResponse, SendFailure> {
-        let mut response = self
-            .client
-            .execute(request)
-            .await
-            .map_err(|e| classify(&e))?;
+        let mut response = self.client.execute(request).await.map_err(|e| classify(&e))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -169,11 +140,7 @@ impl HttpSender {
         // Dropping an unfinished response closes its connection instead of
         // draining it back into the pool.
         drop(response);
-        Ok(EndpointResponse {
-            status,
-            body,
-            retry_after,
-        })
+        Ok(EndpointResponse { status, body, retry_after })
     }
 }
 
@@ -184,10 +151,9 @@ impl WebhookSender for HttpSender {
         let result = match self.prepare(request) {
             Ok(prepared) => match tokio::time::timeout(timeout, self.exchange(prepared)).await {
                 Ok(result) => result,
-                Err(_) => Err(failure(
-                    ErrorCode::Timeout,
-                    format!("no complete response within {}", human_duration(timeout)),
-                )),
+                Err(_) => {
+                    Err(failure(ErrorCode::Timeout, format!("no complete response within {}", human_duration(timeout))))
+                }
             },
             Err(refused) => Err(refused),
         };
@@ -271,9 +237,7 @@ pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
         return None;
     }
     if value.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(Duration::from_secs(
-            value.parse::<u64>().unwrap_or(u64::MAX),
-        ));
+        return Some(Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX)));
     }
     const HTTP_DATE_FORMATS: [&str; 3] = [
         "%a, %d %b %Y %H:%M:%S GMT", // IMF-fixdate
@@ -301,20 +265,15 @@ impl Resolve for PolicyResolver {
         let host = name.as_str().to_owned();
         Box::pin(async move {
             // Port 0: reqwest substitutes the URL's (or the scheme's) port.
-            let addrs =
-                resolver
-                    .resolve(&host, 0)
-                    .await
-                    .map_err(|source| ResolveError::Failed {
-                        host: host.clone(),
-                        source,
-                    })?;
+            let addrs = resolver
+                .resolve(&host, 0)
+                .await
+                .map_err(|source| ResolveError::Failed { host: host.clone(), source })?;
             if addrs.is_empty() {
                 return Err(ResolveError::NoAddresses { host }.into());
             }
-            if let Some((ip, reason)) = addrs
-                .iter()
-                .find_map(|a| policy.check_ip(a.ip()).err().map(|reason| (a.ip(), reason)))
+            if let Some((ip, reason)) =
+                addrs.iter().find_map(|a| policy.check_ip(a.ip()).err().map(|reason| (a.ip(), reason)))
             {
                 return Err(ResolveError::Blocked { host, ip, reason }.into());
             }
@@ -331,35 +290,22 @@ enum ResolveError {
     #[error("{host} has no addresses")]
     NoAddresses { host: String },
     #[error("{host} resolves to {ip}, which is in a blocked address range: {reason}")]
-    Blocked {
-        host: String,
-        ip: IpAddr,
-        reason: BlockedReason,
-    },
+    Blocked { host: String, ip: IpAddr, reason: BlockedReason },
 }
 
 fn failure(code: ErrorCode, message: impl Into<String>) -> SendFailure {
     let mut message: String = message.into();
     if message.chars().count() > MAX_MESSAGE_CHARS {
-        message = message
-            .chars()
-            .take(MAX_MESSAGE_CHARS - 1)
-            .collect::<String>()
-            + "…";
+        message = message.chars().take(MAX_MESSAGE_CHARS - 1).collect::<String>() + "…";
     }
     SendFailure { code, message }
 }
 
 fn blocked(host: &str, reason: BlockedReason) -> SendFailure {
-    failure(
-        ErrorCode::Blocked,
-        format!("{host} is in a blocked address range: {reason}"),
-    )
+    failure(ErrorCode::Blocked, format!("{host} is in a blocked address range: {reason}"))
 }
 
-fn chain<'a>(
-    err: &'a (dyn StdError + 'static),
-) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+fn chain<'a>(err: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
     std::iter::successors(Some(err), |e: &&'a (dyn StdError + 'static)| (*e).source())
 }
 
@@ -371,11 +317,7 @@ fn root_message(err: &reqwest::Error) -> Option<String> {
 
 fn describe(err: &reqwest::Error) -> String {
     root_message(err).unwrap_or_else(|| {
-        if err.is_body() || err.is_decode() {
-            "error reading the response body".into()
-        } else {
-            "request error".into()
-        }
+        if err.is_body() || err.is_decode() { "error reading the response body".into() } else { "request error".into() }
     })
 }
 
@@ -396,19 +338,11 @@ fn classify(err: &reqwest::Error) -> SendFailure {
     if err.is_connect() {
         return classify_connect(err);
     }
-    failure(
-        ErrorCode::Io,
-        format!(
-            "connection lost before a response arrived: {}",
-            describe(err)
-        ),
-    )
+    failure(ErrorCode::Io, format!("connection lost before a response arrived: {}", describe(err)))
 }
 
 fn io_kinds<'a>(err: &'a reqwest::Error) -> impl Iterator<Item = io::ErrorKind> + 'a {
-    chain(err)
-        .filter_map(|e| e.downcast_ref::<io::Error>())
-        .map(|e| e.kind())
+    chain(err).filter_map(|e| e.downcast_ref::<io::Error>()).map(|e| e.kind())
 }
 
 /// Connector errors: TCP connect failures → `Connect`, handshake failures → `Tls`.
@@ -429,10 +363,7 @@ fn classify_connect(err: &reqwest::Error) -> SendFailure {
         )
     });
     if tcp_level {
-        return failure(
-            ErrorCode::Connect,
-            format!("could not connect: {}", describe(err)),
-        );
+        return failure(ErrorCode::Connect, format!("could not connect: {}", describe(err)));
     }
     // The TLS stack reports handshake and certificate failures as InvalidData (or
     // UnexpectedEof when the peer hangs up mid-handshake); a TCP connect never
@@ -440,34 +371,16 @@ fn classify_connect(err: &reqwest::Error) -> SendFailure {
     let tls_kind = io_kinds(err).any(|k| matches!(k, InvalidData | UnexpectedEof));
     let tls_words = chain(err).skip(1).any(|e| {
         let text = e.to_string().to_ascii_lowercase();
-        [
-            "tls",
-            "certificate",
-            "handshake",
-            "alert",
-            "corrupt message",
-        ]
-        .iter()
-        .any(|w| text.contains(w))
+        ["tls", "certificate", "handshake", "alert", "corrupt message"].iter().any(|w| text.contains(w))
     });
     if tls_kind || tls_words {
-        return failure(
-            ErrorCode::Tls,
-            format!("TLS handshake failed: {}", describe(err)),
-        );
+        return failure(ErrorCode::Tls, format!("TLS handshake failed: {}", describe(err)));
     }
-    failure(
-        ErrorCode::Connect,
-        format!("could not connect: {}", describe(err)),
-    )
+    failure(ErrorCode::Connect, format!("could not connect: {}", describe(err)))
 }
 
 fn human_duration(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
+    if d.subsec_millis() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }
 
 #[cfg(test)]
@@ -476,41 +389,24 @@ mod tests {
     use chrono::TimeZone;
 
     fn now() -> Timestamp {
-        chrono::Utc
-            .with_ymd_and_hms(2015, 10, 21, 7, 28, 0)
-            .unwrap()
+        chrono::Utc.with_ymd_and_hms(2015, 10, 21, 7, 28, 0).unwrap()
     }
 
     #[test]
     fn given_delta_seconds_when_parsing_retry_after_then_that_many_seconds() {
         assert_eq!(parse_retry_after("7", now()), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after(" 120 ", now()),
-            Some(Duration::from_secs(120))
-        );
+        assert_eq!(parse_retry_after(" 120 ", now()), Some(Duration::from_secs(120)));
         assert_eq!(parse_retry_after("0", now()), Some(Duration::ZERO));
-        assert_eq!(
-            parse_retry_after("99999999999999999999999", now()),
-            Some(Duration::from_secs(u64::MAX))
-        );
+        assert_eq!(parse_retry_after("99999999999999999999999", now()), Some(Duration::from_secs(u64::MAX)));
     }
 
     #[test]
     fn given_http_dates_when_parsing_retry_after_then_the_delay_until_then() {
         let minute = Some(Duration::from_secs(60));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:29:00 GMT", now()),
-            minute
-        );
-        assert_eq!(
-            parse_retry_after("Wednesday, 21-Oct-15 07:29:00 GMT", now()),
-            minute
-        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:29:00 GMT", now()), minute);
+        assert_eq!(parse_retry_after("Wednesday, 21-Oct-15 07:29:00 GMT", now()), minute);
         assert_eq!(parse_retry_after("Wed Oct 21 07:29:00 2015", now()), minute);
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now()),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now()), Some(Duration::ZERO));
     }
 
     #[test]
@@ -524,17 +420,11 @@ mod tests {
     fn given_captured_bytes_when_converted_then_lossy_capped_and_none_when_empty() {
         assert_eq!(capture_text(Vec::new()), None);
         assert_eq!(capture_text(b"ok".to_vec()).as_deref(), Some("ok"));
-        assert_eq!(
-            capture_text(vec![b'a', 0xff, b'b']).as_deref(),
-            Some("a\u{fffd}b")
-        );
+        assert_eq!(capture_text(vec![b'a', 0xff, b'b']).as_deref(), Some("a\u{fffd}b"));
         // A 3-byte character cut by the cap is dropped, not replaced.
         let mut cut = vec![b'x'; MAX_RESPONSE_CAPTURE_BYTES - 2];
         cut.extend_from_slice(&"€".as_bytes()[..2]);
-        assert_eq!(
-            capture_text(cut).map(|s| s.len()),
-            Some(MAX_RESPONSE_CAPTURE_BYTES - 2)
-        );
+        assert_eq!(capture_text(cut).map(|s| s.len()), Some(MAX_RESPONSE_CAPTURE_BYTES - 2));
         // Invalid bytes never make the text longer than the cap.
         let invalid = vec![0xff; MAX_RESPONSE_CAPTURE_BYTES];
         assert!(capture_text(invalid).unwrap().len() <= MAX_RESPONSE_CAPTURE_BYTES);

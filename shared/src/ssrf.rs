@@ -36,11 +36,7 @@ impl AddressPolicy {
     /// `Ok(())` when Skyhook may connect to `ip`, else the range that blocks it.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), BlockedReason> {
         let reason = match ip {
-            IpAddr::V4(v4) => classify_v4(v4).map(|(range, cidr)| BlockedReason {
-                range,
-                cidr,
-                via: None,
-            }),
+            IpAddr::V4(v4) => classify_v4(v4).map(|(range, cidr)| BlockedReason { range, cidr, via: None }),
             IpAddr::V6(v6) => classify_v6(v6),
         };
         match reason {
@@ -161,8 +157,7 @@ impl BlockedReason {
     /// `127/8` (which the OS treats exactly like `127/8`). Loopback reached through
     /// NAT64, 6to4 or the deprecated IPv4-compatible form stays blocked.
     fn is_plain_loopback(&self) -> bool {
-        self.range == BlockedRange::Loopback
-            && matches!(self.via, None | Some(Embedding::Ipv4Mapped))
+        self.range == BlockedRange::Loopback && matches!(self.via, None | Some(Embedding::Ipv4Mapped))
     }
 }
 
@@ -179,12 +174,7 @@ impl std::error::Error for BlockedReason {}
 
 /// `(network, prefix length, range, cidr)`, most specific first where they overlap.
 const V4_RANGES: &[(u32, u8, BlockedRange, &str)] = &[
-    (
-        0xffff_ffff,
-        32,
-        BlockedRange::Broadcast,
-        "255.255.255.255/32",
-    ),
+    (0xffff_ffff, 32, BlockedRange::Broadcast, "255.255.255.255/32"),
     (0x0000_0000, 32, BlockedRange::Unspecified, "0.0.0.0/32"),
     (0x0000_0000, 8, BlockedRange::ThisNetwork, "0.0.0.0/8"),
     (0x0a00_0000, 8, BlockedRange::Private, "10.0.0.0/8"),
@@ -192,136 +182,50 @@ const V4_RANGES: &[(u32, u8, BlockedRange, &str)] = &[
     (0x7f00_0000, 8, BlockedRange::Loopback, "127.0.0.0/8"),
     (0xa9fe_0000, 16, BlockedRange::LinkLocal, "169.254.0.0/16"),
     (0xac10_0000, 12, BlockedRange::Private, "172.16.0.0/12"),
-    (
-        0xc000_0000,
-        24,
-        BlockedRange::IetfProtocolAssignment,
-        "192.0.0.0/24",
-    ),
+    (0xc000_0000, 24, BlockedRange::IetfProtocolAssignment, "192.0.0.0/24"),
     (0xc000_0200, 24, BlockedRange::Documentation, "192.0.2.0/24"),
-    (
-        0xc058_6300,
-        24,
-        BlockedRange::SixToFourRelayAnycast,
-        "192.88.99.0/24",
-    ),
+    (0xc058_6300, 24, BlockedRange::SixToFourRelayAnycast, "192.88.99.0/24"),
     (0xc0a8_0000, 16, BlockedRange::Private, "192.168.0.0/16"),
     (0xc612_0000, 15, BlockedRange::Benchmarking, "198.18.0.0/15"),
-    (
-        0xc633_6400,
-        24,
-        BlockedRange::Documentation,
-        "198.51.100.0/24",
-    ),
-    (
-        0xcb00_7100,
-        24,
-        BlockedRange::Documentation,
-        "203.0.113.0/24",
-    ),
+    (0xc633_6400, 24, BlockedRange::Documentation, "198.51.100.0/24"),
+    (0xcb00_7100, 24, BlockedRange::Documentation, "203.0.113.0/24"),
     (0xe000_0000, 4, BlockedRange::Multicast, "224.0.0.0/4"),
     (0xf000_0000, 4, BlockedRange::Reserved, "240.0.0.0/4"),
 ];
 
 /// Plain IPv6 ranges (the embedding ranges are handled in [`classify_v6`]).
 const V6_RANGES: &[(u128, u8, BlockedRange, &str)] = &[
-    (
-        0x0100_0000_0000_0000_0000_0000_0000_0000,
-        64,
-        BlockedRange::Discard,
-        "100::/64",
-    ),
-    (
-        0x2001_0000_0000_0000_0000_0000_0000_0000,
-        32,
-        BlockedRange::Teredo,
-        "2001::/32",
-    ),
-    (
-        0x2001_0000_0000_0000_0000_0000_0000_0000,
-        23,
-        BlockedRange::IetfProtocolAssignment,
-        "2001::/23",
-    ),
-    (
-        0x2001_0db8_0000_0000_0000_0000_0000_0000,
-        32,
-        BlockedRange::Documentation,
-        "2001:db8::/32",
-    ),
-    (
-        0x3fff_0000_0000_0000_0000_0000_0000_0000,
-        20,
-        BlockedRange::Documentation,
-        "3fff::/20",
-    ),
-    (
-        0xfc00_0000_0000_0000_0000_0000_0000_0000,
-        7,
-        BlockedRange::UniqueLocal,
-        "fc00::/7",
-    ),
-    (
-        0xfe80_0000_0000_0000_0000_0000_0000_0000,
-        10,
-        BlockedRange::LinkLocal,
-        "fe80::/10",
-    ),
-    (
-        0xfec0_0000_0000_0000_0000_0000_0000_0000,
-        10,
-        BlockedRange::SiteLocal,
-        "fec0::/10",
-    ),
-    (
-        0xff00_0000_0000_0000_0000_0000_0000_0000,
-        8,
-        BlockedRange::Multicast,
-        "ff00::/8",
-    ),
+    (0x0100_0000_0000_0000_0000_0000_0000_0000, 64, BlockedRange::Discard, "100::/64"),
+    (0x2001_0000_0000_0000_0000_0000_0000_0000, 32, BlockedRange::Teredo, "2001::/32"),
+    (0x2001_0000_0000_0000_0000_0000_0000_0000, 23, BlockedRange::IetfProtocolAssignment, "2001::/23"),
+    (0x2001_0db8_0000_0000_0000_0000_0000_0000, 32, BlockedRange::Documentation, "2001:db8::/32"),
+    (0x3fff_0000_0000_0000_0000_0000_0000_0000, 20, BlockedRange::Documentation, "3fff::/20"),
+    (0xfc00_0000_0000_0000_0000_0000_0000_0000, 7, BlockedRange::UniqueLocal, "fc00::/7"),
+    (0xfe80_0000_0000_0000_0000_0000_0000_0000, 10, BlockedRange::LinkLocal, "fe80::/10"),
+    (0xfec0_0000_0000_0000_0000_0000_0000_0000, 10, BlockedRange::SiteLocal, "fec0::/10"),
+    (0xff00_0000_0000_0000_0000_0000_0000_0000, 8, BlockedRange::Multicast, "ff00::/8"),
 ];
 
 fn in_v4(addr: u32, net: u32, prefix: u8) -> bool {
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix)
-    };
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
     addr & mask == net & mask
 }
 
 fn in_v6(addr: u128, net: u128, prefix: u8) -> bool {
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u128::MAX << (128 - prefix)
-    };
+    let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
     addr & mask == net & mask
 }
 
 fn classify_v4(ip: Ipv4Addr) -> Option<(BlockedRange, &'static str)> {
     let bits = u32::from(ip);
-    V4_RANGES
-        .iter()
-        .find(|(net, prefix, _, _)| in_v4(bits, *net, *prefix))
-        .map(|(_, _, range, cidr)| (*range, *cidr))
+    V4_RANGES.iter().find(|(net, prefix, _, _)| in_v4(bits, *net, *prefix)).map(|(_, _, range, cidr)| (*range, *cidr))
 }
 
 fn classify_v6(ip: Ipv6Addr) -> Option<BlockedReason> {
     let bits = u128::from(ip);
-    let plain = |range, cidr| {
-        Some(BlockedReason {
-            range,
-            cidr,
-            via: None,
-        })
-    };
+    let plain = |range, cidr| Some(BlockedReason { range, cidr, via: None });
     let embedded = |v4: u32, via| {
-        classify_v4(Ipv4Addr::from(v4)).map(|(range, cidr)| BlockedReason {
-            range,
-            cidr,
-            via: Some(via),
-        })
+        classify_v4(Ipv4Addr::from(v4)).map(|(range, cidr)| BlockedReason { range, cidr, via: Some(via) })
     };
     if bits == 0 {
         return plain(BlockedRange::Unspecified, "::/128");
@@ -345,10 +249,7 @@ fn classify_v6(ip: Ipv6Addr) -> Option<BlockedReason> {
     if in_v6(bits, 0x2002_0000_0000_0000_0000_0000_0000_0000, 16) {
         return embedded((bits >> 80) as u32, Embedding::SixToFour);
     }
-    if let Some((_, _, range, cidr)) = V6_RANGES
-        .iter()
-        .find(|(net, prefix, _, _)| in_v6(bits, *net, *prefix))
-    {
+    if let Some((_, _, range, cidr)) = V6_RANGES.iter().find(|(net, prefix, _, _)| in_v6(bits, *net, *prefix)) {
         return plain(*range, cidr);
     }
     // Only 2000::/3 is allocated for global unicast; everything else is either
@@ -367,11 +268,7 @@ fn classify_v6(ip: Ipv6Addr) -> Option<BlockedReason> {
 pub fn parse_host_ip(host: &str) -> Option<IpAddr> {
     let host = host.trim();
     if let Some(inner) = host.strip_prefix('[') {
-        return inner
-            .strip_suffix(']')?
-            .parse::<Ipv6Addr>()
-            .ok()
-            .map(IpAddr::V6);
+        return inner.strip_suffix(']')?.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
     }
     if host.contains(':') {
         return host.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
@@ -388,10 +285,7 @@ fn parse_legacy_ipv4(host: &str) -> Option<Ipv4Addr> {
     if parts.len() > 4 {
         return None;
     }
-    let numbers: Vec<u64> = parts
-        .iter()
-        .map(|p| parse_ipv4_part(p))
-        .collect::<Option<_>>()?;
+    let numbers: Vec<u64> = parts.iter().map(|p| parse_ipv4_part(p)).collect::<Option<_>>()?;
     let (last, leading) = numbers.split_last()?;
     if leading.iter().any(|n| *n > 255) {
         return None;
@@ -414,14 +308,13 @@ fn parse_ipv4_part(part: &str) -> Option<u64> {
     if part.is_empty() {
         return None;
     }
-    let (digits, radix) =
-        if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
-            (hex, 16)
-        } else if part.len() > 1 && part.starts_with('0') {
-            (&part[1..], 8)
-        } else {
-            (part, 10)
-        };
+    let (digits, radix) = if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+        (hex, 16)
+    } else if part.len() > 1 && part.starts_with('0') {
+        (&part[1..], 8)
+    } else {
+        (part, 10)
+    };
     let mut value: u64 = 0;
     for c in digits.chars() {
         let d = c.to_digit(radix)? as u64;
@@ -490,11 +383,7 @@ impl UrlRejection {
 
 /// Validates an endpoint URL when it is created or updated. Host names are not
 /// resolved (see the module docs); returns the parsed, normalised URL.
-pub fn check_url_at_create(
-    url: &str,
-    require_https: bool,
-    policy: &AddressPolicy,
-) -> Result<Url, UrlRejection> {
+pub fn check_url_at_create(url: &str, require_https: bool, policy: &AddressPolicy) -> Result<Url, UrlRejection> {
     if url.chars().count() > MAX_URL_CHARS {
         return Err(UrlRejection::TooLong { max: MAX_URL_CHARS });
     }
@@ -514,10 +403,7 @@ pub fn check_url_at_create(
         return Err(UrlRejection::Credentials);
     }
     let host = parsed.host().ok_or(UrlRejection::MissingHost)?;
-    check_host(&host, policy).map_err(|reason| UrlRejection::Blocked {
-        host: host.to_string(),
-        reason,
-    })?;
+    check_host(&host, policy).map_err(|reason| UrlRejection::Blocked { host: host.to_string(), reason })?;
     Ok(parsed)
 }
 
@@ -548,15 +434,12 @@ pub struct StaticResolver {
 
 impl StaticResolver {
     pub fn new(hosts: HashMap<String, Vec<IpAddr>>) -> Self {
-        hosts
-            .into_iter()
-            .fold(Self::default(), |r, (host, ips)| r.with(&host, ips))
+        hosts.into_iter().fold(Self::default(), |r, (host, ips)| r.with(&host, ips))
     }
 
     /// Adds (or replaces) one name.
     pub fn with(mut self, host: &str, ips: impl IntoIterator<Item = IpAddr>) -> Self {
-        self.hosts
-            .insert(normalise_name(host), ips.into_iter().collect());
+        self.hosts.insert(normalise_name(host), ips.into_iter().collect());
         self
     }
 }
@@ -579,16 +462,11 @@ impl HostResolver for StaticResolver {
 mod tests {
     use super::*;
 
-    const STRICT: AddressPolicy = AddressPolicy {
-        allow_loopback: false,
-    };
-    const LOOPBACK_OK: AddressPolicy = AddressPolicy {
-        allow_loopback: true,
-    };
+    const STRICT: AddressPolicy = AddressPolicy { allow_loopback: false };
+    const LOOPBACK_OK: AddressPolicy = AddressPolicy { allow_loopback: true };
 
     fn ip(s: &str) -> IpAddr {
-        s.parse()
-            .unwrap_or_else(|_| panic!("test address {s} must parse"))
+        s.parse().unwrap_or_else(|_| panic!("test address {s} must parse"))
     }
 
     fn blocked_as(policy: &AddressPolicy, addr: &str) -> Option<BlockedRange> {
@@ -718,77 +596,24 @@ mod tests {
     #[test]
     fn given_ipv6_forms_embedding_ipv4_when_checked_then_the_embedded_address_decides() {
         let cases = [
-            (
-                "::ffff:127.0.0.1",
-                BlockedRange::Loopback,
-                Embedding::Ipv4Mapped,
-            ),
-            (
-                "::ffff:7f00:1",
-                BlockedRange::Loopback,
-                Embedding::Ipv4Mapped,
-            ),
-            (
-                "::ffff:169.254.169.254",
-                BlockedRange::LinkLocal,
-                Embedding::Ipv4Mapped,
-            ),
-            (
-                "::ffff:10.0.0.1",
-                BlockedRange::Private,
-                Embedding::Ipv4Mapped,
-            ),
-            (
-                "::ffff:0.0.0.0",
-                BlockedRange::Unspecified,
-                Embedding::Ipv4Mapped,
-            ),
-            (
-                "::127.0.0.1",
-                BlockedRange::Loopback,
-                Embedding::Ipv4Compatible,
-            ),
-            (
-                "::10.1.2.3",
-                BlockedRange::Private,
-                Embedding::Ipv4Compatible,
-            ),
-            (
-                "64:ff9b::127.0.0.1",
-                BlockedRange::Loopback,
-                Embedding::Nat64,
-            ),
-            (
-                "64:ff9b::a9fe:a9fe",
-                BlockedRange::LinkLocal,
-                Embedding::Nat64,
-            ),
-            (
-                "2002:7f00:1::",
-                BlockedRange::Loopback,
-                Embedding::SixToFour,
-            ),
-            (
-                "2002:c0a8:101::1",
-                BlockedRange::Private,
-                Embedding::SixToFour,
-            ),
-            (
-                "2002:a9fe:a9fe:1::1",
-                BlockedRange::LinkLocal,
-                Embedding::SixToFour,
-            ),
+            ("::ffff:127.0.0.1", BlockedRange::Loopback, Embedding::Ipv4Mapped),
+            ("::ffff:7f00:1", BlockedRange::Loopback, Embedding::Ipv4Mapped),
+            ("::ffff:169.254.169.254", BlockedRange::LinkLocal, Embedding::Ipv4Mapped),
+            ("::ffff:10.0.0.1", BlockedRange::Private, Embedding::Ipv4Mapped),
+            ("::ffff:0.0.0.0", BlockedRange::Unspecified, Embedding::Ipv4Mapped),
+            ("::127.0.0.1", BlockedRange::Loopback, Embedding::Ipv4Compatible),
+            ("::10.1.2.3", BlockedRange::Private, Embedding::Ipv4Compatible),
+            ("64:ff9b::127.0.0.1", BlockedRange::Loopback, Embedding::Nat64),
+            ("64:ff9b::a9fe:a9fe", BlockedRange::LinkLocal, Embedding::Nat64),
+            ("2002:7f00:1::", BlockedRange::Loopback, Embedding::SixToFour),
+            ("2002:c0a8:101::1", BlockedRange::Private, Embedding::SixToFour),
+            ("2002:a9fe:a9fe:1::1", BlockedRange::LinkLocal, Embedding::SixToFour),
         ];
         for (addr, range, via) in cases {
             let reason = STRICT.check_ip(ip(addr)).expect_err(addr);
             assert_eq!((reason.range, reason.via), (range, Some(via)), "{addr}");
         }
-        for addr in [
-            "::ffff:8.8.8.8",
-            "::8.8.8.8",
-            "64:ff9b::1.1.1.1",
-            "2002:808:808::1",
-        ] {
+        for addr in ["::ffff:8.8.8.8", "::8.8.8.8", "64:ff9b::1.1.1.1", "2002:808:808::1"] {
             assert_eq!(STRICT.check_ip(ip(addr)), Ok(()), "{addr}");
         }
     }
@@ -796,15 +621,8 @@ mod tests {
     #[test]
     fn given_allow_loopback_when_checked_then_only_127_8_and_ipv6_loopback_are_unblocked() {
         for addr in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
-            assert!(
-                STRICT.check_ip(ip(addr)).is_err(),
-                "{addr} blocked by default"
-            );
-            assert_eq!(
-                LOOPBACK_OK.check_ip(ip(addr)),
-                Ok(()),
-                "{addr} allowed with allow_loopback"
-            );
+            assert!(STRICT.check_ip(ip(addr)).is_err(), "{addr} blocked by default");
+            assert_eq!(LOOPBACK_OK.check_ip(ip(addr)), Ok(()), "{addr} allowed with allow_loopback");
         }
         for addr in [
             "0.0.0.0",
@@ -819,10 +637,7 @@ mod tests {
             "64:ff9b::127.0.0.1",
             "2002:7f00:1::",
         ] {
-            assert!(
-                LOOPBACK_OK.check_ip(ip(addr)).is_err(),
-                "{addr} still blocked"
-            );
+            assert!(LOOPBACK_OK.check_ip(ip(addr)).is_err(), "{addr} still blocked");
         }
     }
 
@@ -839,10 +654,7 @@ mod tests {
         assert_eq!(show("169.254.169.254"), "link-local (169.254.0.0/16)");
         assert_eq!(show("100.64.1.1"), "cgnat (100.64.0.0/10)");
         assert_eq!(show("fd00::1"), "unique-local (fc00::/7)");
-        assert_eq!(
-            show("::ffff:127.0.0.1"),
-            "ipv4-mapped loopback (127.0.0.0/8)"
-        );
+        assert_eq!(show("::ffff:127.0.0.1"), "ipv4-mapped loopback (127.0.0.0/8)");
         assert_eq!(show("64:ff9b::10.0.0.1"), "nat64 private (10.0.0.0/8)");
         assert_eq!(show("2002:a00:1::"), "6to4 private (10.0.0.0/8)");
         assert_eq!(show("::"), "unspecified (::/128)");
@@ -916,13 +728,7 @@ mod tests {
 
     #[test]
     fn given_localhost_names_when_checked_then_they_are_loopback() {
-        for name in [
-            "localhost",
-            "LOCALHOST",
-            "localhost.",
-            "api.localhost",
-            "a.b.localhost.",
-        ] {
+        for name in ["localhost", "LOCALHOST", "localhost.", "api.localhost", "a.b.localhost."] {
             assert!(is_localhost_name(name), "{name}");
         }
         for name in ["localhost.com", "notlocalhost", "localhosts", "example.com"] {
@@ -946,24 +752,12 @@ mod tests {
 
     #[test]
     fn given_the_scheme_when_created_then_https_is_required_unless_relaxed() {
-        assert_eq!(
-            rejection("http://example.com/"),
-            UrlRejection::HttpsRequired
-        );
+        assert_eq!(rejection("http://example.com/"), UrlRejection::HttpsRequired);
         assert_eq!(rejection("ftp://example.com/"), UrlRejection::HttpsRequired);
         assert!(check_url_at_create("http://example.com/", false, &STRICT).is_ok());
-        assert_eq!(
-            check_url_at_create("ftp://example.com/", false, &STRICT),
-            Err(UrlRejection::UnsupportedScheme)
-        );
-        assert_eq!(
-            check_url_at_create("mailto:ops@example.com", false, &STRICT),
-            Err(UrlRejection::UnsupportedScheme)
-        );
-        assert_eq!(
-            rejection("http://example.com/").to_string(),
-            "URL must use https"
-        );
+        assert_eq!(check_url_at_create("ftp://example.com/", false, &STRICT), Err(UrlRejection::UnsupportedScheme));
+        assert_eq!(check_url_at_create("mailto:ops@example.com", false, &STRICT), Err(UrlRejection::UnsupportedScheme));
+        assert_eq!(rejection("http://example.com/").to_string(), "URL must use https");
     }
 
     #[test]
@@ -971,28 +765,14 @@ mod tests {
         assert_eq!(rejection("/relative/path"), UrlRejection::NotAbsolute);
         assert_eq!(rejection("example.com/hooks"), UrlRejection::NotAbsolute);
         assert_eq!(rejection("https://"), UrlRejection::MissingHost);
-        assert!(matches!(
-            rejection("https://exa mple.com/"),
-            UrlRejection::Invalid(_)
-        ));
-        assert!(matches!(
-            rejection("https://example.com:99999/"),
-            UrlRejection::Invalid(_)
-        ));
-        assert!(
-            rejection("https://example.com:99999/")
-                .to_string()
-                .starts_with("URL is not valid: ")
-        );
+        assert!(matches!(rejection("https://exa mple.com/"), UrlRejection::Invalid(_)));
+        assert!(matches!(rejection("https://example.com:99999/"), UrlRejection::Invalid(_)));
+        assert!(rejection("https://example.com:99999/").to_string().starts_with("URL is not valid: "));
     }
 
     #[test]
     fn given_credentials_in_the_url_when_created_then_refused() {
-        for url in [
-            "https://user:pass@example.com/",
-            "https://user@example.com/",
-            "https://:pass@example.com/",
-        ] {
+        for url in ["https://user:pass@example.com/", "https://user@example.com/", "https://:pass@example.com/"] {
             assert_eq!(rejection(url), UrlRejection::Credentials, "{url}");
         }
         assert_eq!(
@@ -1007,14 +787,8 @@ mod tests {
         let ok = format!("{base}{}", "a".repeat(MAX_URL_CHARS - base.len()));
         assert!(check_url_at_create(&ok, true, &STRICT).is_ok());
         let long = format!("{ok}a");
-        assert_eq!(
-            rejection(&long),
-            UrlRejection::TooLong { max: MAX_URL_CHARS }
-        );
-        assert_eq!(
-            rejection(&long).to_string(),
-            "URL must be at most 2048 characters"
-        );
+        assert_eq!(rejection(&long), UrlRejection::TooLong { max: MAX_URL_CHARS });
+        assert_eq!(rejection(&long).to_string(), "URL must be at most 2048 characters");
     }
 
     #[test]
@@ -1029,10 +803,7 @@ mod tests {
             ("https://[::1]/", BlockedRange::Loopback),
             ("https://[::ffff:127.0.0.1]/", BlockedRange::Loopback),
             ("https://[::ffff:169.254.169.254]/", BlockedRange::LinkLocal),
-            (
-                "https://169.254.169.254/latest/meta-data/",
-                BlockedRange::LinkLocal,
-            ),
+            ("https://169.254.169.254/latest/meta-data/", BlockedRange::LinkLocal),
             ("https://10.1.1/", BlockedRange::Private),
             ("https://0/", BlockedRange::Unspecified),
             ("https://[fd00::1]/", BlockedRange::UniqueLocal),
@@ -1069,27 +840,13 @@ mod tests {
 
     #[test]
     fn given_allow_loopback_when_created_then_loopback_urls_pass_but_private_ones_do_not() {
-        for url in [
-            "http://127.0.0.1:8080/",
-            "http://localhost:3000/hook",
-            "http://[::1]:9000/",
-            "http://2130706433/",
-        ] {
-            assert!(
-                check_url_at_create(url, false, &LOOPBACK_OK).is_ok(),
-                "{url}"
-            );
+        for url in ["http://127.0.0.1:8080/", "http://localhost:3000/hook", "http://[::1]:9000/", "http://2130706433/"]
+        {
+            assert!(check_url_at_create(url, false, &LOOPBACK_OK).is_ok(), "{url}");
         }
-        for url in [
-            "http://10.0.0.1/",
-            "http://169.254.169.254/",
-            "http://[fe80::1]/",
-        ] {
+        for url in ["http://10.0.0.1/", "http://169.254.169.254/", "http://[fe80::1]/"] {
             assert!(
-                matches!(
-                    check_url_at_create(url, false, &LOOPBACK_OK),
-                    Err(UrlRejection::Blocked { .. })
-                ),
+                matches!(check_url_at_create(url, false, &LOOPBACK_OK), Err(UrlRejection::Blocked { .. })),
                 "{url}"
             );
         }
@@ -1109,21 +866,11 @@ mod tests {
     async fn given_a_static_resolver_when_resolving_then_known_names_map_and_unknown_ones_fail() {
         let resolver = StaticResolver::default().with("Internal.Test", [ip("10.0.0.1"), ip("::1")]);
         let addrs = resolver.resolve("internal.test.", 443).await.unwrap();
-        assert_eq!(
-            addrs,
-            vec![
-                "10.0.0.1:443".parse().unwrap(),
-                "[::1]:443".parse().unwrap()
-            ]
-        );
+        assert_eq!(addrs, vec!["10.0.0.1:443".parse().unwrap(), "[::1]:443".parse().unwrap()]);
         let err = resolver.resolve("unknown.test", 443).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
 
-        let from_map =
-            StaticResolver::new(HashMap::from([("A.test".to_string(), vec![ip("1.2.3.4")])]));
-        assert_eq!(
-            from_map.resolve("a.test", 80).await.unwrap(),
-            vec!["1.2.3.4:80".parse().unwrap()]
-        );
+        let from_map = StaticResolver::new(HashMap::from([("A.test".to_string(), vec![ip("1.2.3.4")])]));
+        assert_eq!(from_map.resolve("a.test", 80).await.unwrap(), vec!["1.2.3.4:80".parse().unwrap()]);
     }
 }

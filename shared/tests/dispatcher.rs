@@ -1280,7 +1280,6 @@ async fn given_a_second_queue_message_while_the_delivery_is_retrying_when_handle
     .await;
 }
 
-
 #[tokio::test]
 
 async fn given_a_failed_attempt_when_the_same_received_message_is_handled_again_then_its_chain_is_kept() {

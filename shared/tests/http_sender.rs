@@ -19,18 +19,12 @@ use skyhook::ssrf::{AddressPolicy, HostResolver, StaticResolver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const LOOPBACK_OK: AddressPolicy = AddressPolicy {
-    allow_loopback: true,
-};
-const STRICT: AddressPolicy = AddressPolicy {
-    allow_loopback: false,
-};
+const LOOPBACK_OK: AddressPolicy = AddressPolicy { allow_loopback: true };
+const STRICT: AddressPolicy = AddressPolicy { allow_loopback: false };
 const TEST_BUDGET: Duration = Duration::from_secs(20);
 
 async fn bounded<F: Future<Output = ()>>(test: F) {
-    tokio::time::timeout(TEST_BUDGET, test)
-        .await
-        .expect("test exceeded its time budget");
+    tokio::time::timeout(TEST_BUDGET, test).await.expect("test exceeded its time budget");
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -52,14 +46,9 @@ fn webhook(url: &str, timeout: Duration) -> OutgoingWebhook {
         headers: vec![
             ("webhook-id".into(), "msg_2abc".into()),
             ("webhook-timestamp".into(), "1700000000".into()),
-            (
-                "webhook-signature".into(),
-                "v1,c2VjcmV0LXNpZ25hdHVyZQ==".into(),
-            ),
+            ("webhook-signature".into(), "v1,c2VjcmV0LXNpZ25hdHVyZQ==".into()),
         ],
-        body: Bytes::from_static(
-            br#"{"type":"user.created","timestamp":"2024-01-01T00:00:00Z","data":{}}"#,
-        ),
+        body: Bytes::from_static(br#"{"type":"user.created","timestamp":"2024-01-01T00:00:00Z","data":{}}"#),
         timeout,
     }
 }
@@ -94,8 +83,7 @@ async fn read_request(stream: &mut TcpStream) -> Option<Received> {
         .lines()
         .find_map(|l| {
             let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
+            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
         })
         .unwrap_or(0);
     let mut body = buf[head_end..].to_vec();
@@ -147,11 +135,7 @@ where
             tokio::spawn(handle(stream, tx.clone()));
         }
     });
-    Receiver {
-        addr,
-        connections,
-        requests: rx,
-    }
+    Receiver { addr, connections, requests: rx }
 }
 
 /// Reads the request, then writes `response` verbatim and closes.
@@ -175,11 +159,7 @@ fn expect_failure(result: Result<EndpointResponse, SendFailure>, code: ErrorCode
         Err(failure) => {
             assert_eq!(failure.code, code, "unexpected failure: {failure:?}");
             assert!(!failure.message.is_empty());
-            assert!(
-                !failure.message.contains("v1,c2VjcmV0"),
-                "message leaks the signature: {}",
-                failure.message
-            );
+            assert!(!failure.message.contains("v1,c2VjcmV0"), "message leaks the signature: {}", failure.message);
             failure
         }
         Ok(response) => panic!("expected {code:?}, got a response: {response:?}"),
@@ -189,20 +169,9 @@ fn expect_failure(result: Result<EndpointResponse, SendFailure>, code: ErrorCode
 #[tokio::test]
 async fn given_a_200_receiver_when_sending_then_status_body_and_request_are_as_expected() {
     bounded(async {
-        let mut rx =
-            replying("HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\naccepted")
-                .await;
-        let response = send(&sender(LOOPBACK_OK), &rx.url("/hooks?x=1"))
-            .await
-            .unwrap();
-        assert_eq!(
-            response,
-            EndpointResponse {
-                status: 200,
-                body: Some("accepted".into()),
-                retry_after: None
-            }
-        );
+        let mut rx = replying("HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\naccepted").await;
+        let response = send(&sender(LOOPBACK_OK), &rx.url("/hooks?x=1")).await.unwrap();
+        assert_eq!(response, EndpointResponse { status: 200, body: Some("accepted".into()), retry_after: None });
 
         let request = rx.requests.recv().await.unwrap();
         let head = request.head.to_ascii_lowercase();
@@ -221,14 +190,7 @@ async fn given_an_empty_204_when_sending_then_the_body_is_none() {
     bounded(async {
         let rx = replying("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").await;
         let response = send(&sender(LOOPBACK_OK), &rx.url("/")).await.unwrap();
-        assert_eq!(
-            response,
-            EndpointResponse {
-                status: 204,
-                body: None,
-                retry_after: None
-            }
-        );
+        assert_eq!(response, EndpointResponse { status: 204, body: None, retry_after: None });
     })
     .await;
 }
@@ -237,57 +199,36 @@ async fn given_an_empty_204_when_sending_then_the_body_is_none() {
 async fn given_a_5_mb_body_when_sending_then_exactly_4096_bytes_are_captured_quickly() {
     bounded(async {
         const SIZE: usize = 5 * 1024 * 1024;
-        let mut response =
-            format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n").into_bytes();
+        let mut response = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n").into_bytes();
         response.extend(std::iter::repeat_n(b'a', SIZE));
         let rx = replying(response).await;
         let started = Instant::now();
-        let response = sender(LOOPBACK_OK)
-            .send(webhook(&rx.url("/"), Duration::from_secs(10)))
-            .await
-            .unwrap();
+        let response = sender(LOOPBACK_OK).send(webhook(&rx.url("/"), Duration::from_secs(10))).await.unwrap();
         assert_eq!(response.status, 200);
-        assert_eq!(
-            response.body.map(|b| b.len()),
-            Some(MAX_RESPONSE_CAPTURE_BYTES)
-        );
+        assert_eq!(response.body.map(|b| b.len()), Some(MAX_RESPONSE_CAPTURE_BYTES));
         assert_eq!(MAX_RESPONSE_CAPTURE_BYTES, 4096);
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "took {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     })
     .await;
 }
 
 #[tokio::test]
-async fn given_a_body_that_never_ends_when_sending_then_the_capture_returns_without_reading_it_all()
-{
+async fn given_a_body_that_never_ends_when_sending_then_the_capture_returns_without_reading_it_all() {
     bounded(async {
         // Announces 50 MB, sends 64 KiB, then stalls: reading the whole body would
         // hit the timeout, reading only the cap returns at once.
         let rx = receiver(|mut stream, _| async move {
             if read_request(&mut stream).await.is_some() {
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 52428800\r\n\r\n")
-                    .await;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 52428800\r\n\r\n").await;
                 let _ = stream.write_all(&vec![b'z'; 64 * 1024]).await;
                 tokio::time::sleep(Duration::from_secs(30)).await;
             }
         })
         .await;
         let started = Instant::now();
-        let response = sender(LOOPBACK_OK)
-            .send(webhook(&rx.url("/"), Duration::from_secs(10)))
-            .await
-            .unwrap();
+        let response = sender(LOOPBACK_OK).send(webhook(&rx.url("/"), Duration::from_secs(10))).await.unwrap();
         assert_eq!(response.body, Some("z".repeat(MAX_RESPONSE_CAPTURE_BYTES)));
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "took {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     })
     .await;
 }
@@ -295,40 +236,28 @@ async fn given_a_body_that_never_ends_when_sending_then_the_capture_returns_with
 #[tokio::test]
 async fn given_a_503_with_retry_after_seconds_when_sending_then_the_delay_is_returned() {
     bounded(async {
-        let rx = replying(
-            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\nbusy",
-        )
-        .await;
+        let rx = replying("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\nbusy").await;
         let response = send(&sender(LOOPBACK_OK), &rx.url("/")).await.unwrap();
         assert_eq!(
             response,
-            EndpointResponse {
-                status: 503,
-                body: Some("busy".into()),
-                retry_after: Some(Duration::from_secs(7))
-            }
+            EndpointResponse { status: 503, body: Some("busy".into()), retry_after: Some(Duration::from_secs(7)) }
         );
     })
     .await;
 }
 
 #[tokio::test]
-async fn given_a_429_with_an_http_date_retry_after_when_sending_then_the_delay_is_until_that_date()
-{
+async fn given_a_429_with_an_http_date_retry_after_when_sending_then_the_delay_is_until_that_date() {
     bounded(async {
         let at = chrono::Utc::now() + chrono::Duration::seconds(120);
         let date = at.format("%a, %d %b %Y %H:%M:%S GMT");
-        let rx = replying(format!(
-            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {date}\r\nContent-Length: 0\r\n\r\n"
-        ))
-        .await;
+        let rx =
+            replying(format!("HTTP/1.1 429 Too Many Requests\r\nRetry-After: {date}\r\nContent-Length: 0\r\n\r\n"))
+                .await;
         let response = send(&sender(LOOPBACK_OK), &rx.url("/")).await.unwrap();
         assert_eq!(response.status, 429);
         let delay = response.retry_after.expect("an HTTP-date Retry-After");
-        assert!(
-            delay > Duration::from_secs(110) && delay <= Duration::from_secs(120),
-            "{delay:?}"
-        );
+        assert!(delay > Duration::from_secs(110) && delay <= Duration::from_secs(120), "{delay:?}");
     })
     .await;
 }
@@ -360,15 +289,10 @@ async fn given_a_receiver_that_never_answers_when_sending_then_timeout_within_th
         })
         .await;
         let started = Instant::now();
-        let result = sender(LOOPBACK_OK)
-            .send(webhook(&rx.url("/"), Duration::from_millis(500)))
-            .await;
+        let result = sender(LOOPBACK_OK).send(webhook(&rx.url("/"), Duration::from_millis(500))).await;
         let elapsed = started.elapsed();
         let failure = expect_failure(result, ErrorCode::Timeout);
-        assert!(
-            elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(2),
-            "{elapsed:?}"
-        );
+        assert!(elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(2), "{elapsed:?}");
         assert_eq!(failure.message, "no complete response within 500ms");
     })
     .await;
@@ -379,17 +303,13 @@ async fn given_a_slow_body_when_sending_then_the_timeout_covers_the_body_read() 
     bounded(async {
         let rx = receiver(|mut stream, _| async move {
             if read_request(&mut stream).await.is_some() {
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst")
-                    .await;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst").await;
                 tokio::time::sleep(Duration::from_secs(30)).await;
             }
         })
         .await;
         let started = Instant::now();
-        let result = sender(LOOPBACK_OK)
-            .send(webhook(&rx.url("/"), Duration::from_millis(500)))
-            .await;
+        let result = sender(LOOPBACK_OK).send(webhook(&rx.url("/"), Duration::from_millis(500))).await;
         expect_failure(result, ErrorCode::Timeout);
         assert!(started.elapsed() < Duration::from_secs(2));
     })
@@ -404,11 +324,7 @@ async fn given_a_closed_port_when_sending_then_connect() {
         drop(listener);
         let result = send(&sender(LOOPBACK_OK), &format!("http://127.0.0.1:{port}/")).await;
         let failure = expect_failure(result, ErrorCode::Connect);
-        assert!(
-            failure.message.to_ascii_lowercase().contains("refused"),
-            "{}",
-            failure.message
-        );
+        assert!(failure.message.to_ascii_lowercase().contains("refused"), "{}", failure.message);
     })
     .await;
 }
@@ -422,8 +338,12 @@ async fn given_names_resolving_to_internal_addresses_when_sending_then_blocked_n
             .with("v6.test", [ip("fd00::1")]);
         let sender = sender_with(STRICT, resolver);
         let failure = expect_failure(send(&sender, "http://internal.test/").await, ErrorCode::Blocked);
-        assert_eq!(failure.message, "internal.test resolves to 10.0.0.1, which is in a blocked address range: private (10.0.0.0/8)");
-        let failure = expect_failure(send(&sender, "https://metadata.test/latest/meta-data/").await, ErrorCode::Blocked);
+        assert_eq!(
+            failure.message,
+            "internal.test resolves to 10.0.0.1, which is in a blocked address range: private (10.0.0.0/8)"
+        );
+        let failure =
+            expect_failure(send(&sender, "https://metadata.test/latest/meta-data/").await, ErrorCode::Blocked);
         assert!(failure.message.contains("link-local (169.254.0.0/16)"), "{}", failure.message);
         assert!(!failure.message.contains("latest"), "the path is not part of the message");
         let failure = expect_failure(send(&sender, "https://v6.test/").await, ErrorCode::Blocked);
@@ -438,10 +358,7 @@ async fn given_a_name_resolving_to_loopback_when_loopback_is_disallowed_then_blo
         let rx = replying("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
         let resolver = StaticResolver::default().with("evil.test", [ip("127.0.0.1")]);
         let url = format!("http://evil.test:{}/", rx.port());
-        let failure = expect_failure(
-            send(&sender_with(STRICT, resolver), &url).await,
-            ErrorCode::Blocked,
-        );
+        let failure = expect_failure(send(&sender_with(STRICT, resolver), &url).await, ErrorCode::Blocked);
         assert!(failure.message.contains("loopback"), "{}", failure.message);
         assert_eq!(rx.connections(), 0);
     })
@@ -449,24 +366,16 @@ async fn given_a_name_resolving_to_loopback_when_loopback_is_disallowed_then_blo
 }
 
 #[tokio::test]
-async fn given_a_name_resolving_to_loopback_when_loopback_is_allowed_then_it_reaches_the_receiver()
-{
+async fn given_a_name_resolving_to_loopback_when_loopback_is_allowed_then_it_reaches_the_receiver() {
     bounded(async {
         let mut rx = replying("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
         let resolver = StaticResolver::default().with("evil.test", [ip("127.0.0.1")]);
         let url = format!("http://evil.test:{}/hook", rx.port());
-        let response = send(&sender_with(LOOPBACK_OK, resolver), &url)
-            .await
-            .unwrap();
+        let response = send(&sender_with(LOOPBACK_OK, resolver), &url).await.unwrap();
         assert_eq!(response.status, 200);
         assert_eq!(response.body.as_deref(), Some("ok"));
         let request = rx.requests.recv().await.unwrap();
-        assert!(
-            request
-                .head
-                .to_ascii_lowercase()
-                .contains(&format!("\r\nhost: evil.test:{}\r\n", rx.port()))
-        );
+        assert!(request.head.to_ascii_lowercase().contains(&format!("\r\nhost: evil.test:{}\r\n", rx.port())));
     })
     .await;
 }
@@ -475,23 +384,11 @@ async fn given_a_name_resolving_to_loopback_when_loopback_is_allowed_then_it_rea
 async fn given_a_name_with_one_blocked_address_among_allowed_ones_when_sending_then_refused() {
     bounded(async {
         let rx = replying("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
-        let resolver =
-            StaticResolver::default().with("mixed.test", [ip("127.0.0.1"), ip("169.254.169.254")]);
+        let resolver = StaticResolver::default().with("mixed.test", [ip("127.0.0.1"), ip("169.254.169.254")]);
         let url = format!("http://mixed.test:{}/", rx.port());
-        let failure = expect_failure(
-            send(&sender_with(LOOPBACK_OK, resolver), &url).await,
-            ErrorCode::Blocked,
-        );
-        assert!(
-            failure.message.contains("169.254.169.254"),
-            "{}",
-            failure.message
-        );
-        assert_eq!(
-            rx.connections(),
-            0,
-            "no address is tried when any is blocked"
-        );
+        let failure = expect_failure(send(&sender_with(LOOPBACK_OK, resolver), &url).await, ErrorCode::Blocked);
+        assert!(failure.message.contains("169.254.169.254"), "{}", failure.message);
+        assert_eq!(rx.connections(), 0, "no address is tried when any is blocked");
     })
     .await;
 }
@@ -514,18 +411,9 @@ async fn given_ip_literal_loopback_urls_in_any_spelling_when_loopback_is_disallo
             format!("http://app.localhost:{port}/"),
         ] {
             let failure = expect_failure(send(&sender, &url).await, ErrorCode::Blocked);
-            assert!(
-                failure.message.contains("loopback"),
-                "{url}: {}",
-                failure.message
-            );
+            assert!(failure.message.contains("loopback"), "{url}: {}", failure.message);
         }
-        for url in [
-            "http://169.254.169.254/",
-            "http://10.0.0.1/",
-            "http://0.0.0.0/",
-            "http://[fe80::1]/",
-        ] {
+        for url in ["http://169.254.169.254/", "http://10.0.0.1/", "http://0.0.0.0/", "http://[fe80::1]/"] {
             expect_failure(send(&sender, url).await, ErrorCode::Blocked);
         }
         assert_eq!(rx.connections(), 0);
@@ -537,12 +425,7 @@ async fn given_ip_literal_loopback_urls_in_any_spelling_when_loopback_is_disallo
 async fn given_a_decimal_literal_url_when_loopback_is_allowed_then_it_reaches_the_receiver() {
     bounded(async {
         let rx = replying("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
-        let response = send(
-            &sender(LOOPBACK_OK),
-            &format!("http://2130706433:{}/", rx.port()),
-        )
-        .await
-        .unwrap();
+        let response = send(&sender(LOOPBACK_OK), &format!("http://2130706433:{}/", rx.port())).await.unwrap();
         assert_eq!(response.status, 200);
     })
     .await;
@@ -551,15 +434,8 @@ async fn given_a_decimal_literal_url_when_loopback_is_allowed_then_it_reaches_th
 #[tokio::test]
 async fn given_an_unknown_host_when_sending_then_dns() {
     bounded(async {
-        let failure = expect_failure(
-            send(&sender(STRICT), "https://unknown.test/").await,
-            ErrorCode::Dns,
-        );
-        assert!(
-            failure.message.contains("unknown.test"),
-            "{}",
-            failure.message
-        );
+        let failure = expect_failure(send(&sender(STRICT), "https://unknown.test/").await, ErrorCode::Dns);
+        assert!(failure.message.contains("unknown.test"), "{}", failure.message);
     })
     .await;
 }
@@ -568,10 +444,7 @@ async fn given_an_unknown_host_when_sending_then_dns() {
 async fn given_a_name_with_no_addresses_when_sending_then_dns() {
     bounded(async {
         let resolver = StaticResolver::default().with("empty.test", []);
-        expect_failure(
-            send(&sender_with(STRICT, resolver), "https://empty.test/").await,
-            ErrorCode::Dns,
-        );
+        expect_failure(send(&sender_with(STRICT, resolver), "https://empty.test/").await, ErrorCode::Dns);
     })
     .await;
 }
@@ -586,10 +459,7 @@ async fn given_a_reset_before_any_response_when_sending_then_io() {
             }
         })
         .await;
-        expect_failure(
-            send(&sender(LOOPBACK_OK), &rx.url("/")).await,
-            ErrorCode::Io,
-        );
+        expect_failure(send(&sender(LOOPBACK_OK), &rx.url("/")).await, ErrorCode::Io);
     })
     .await;
 }
@@ -603,10 +473,7 @@ async fn given_a_close_before_any_response_when_sending_then_io() {
             }
         })
         .await;
-        expect_failure(
-            send(&sender(LOOPBACK_OK), &rx.url("/")).await,
-            ErrorCode::Io,
-        );
+        expect_failure(send(&sender(LOOPBACK_OK), &rx.url("/")).await, ErrorCode::Io);
     })
     .await;
 }
@@ -619,9 +486,7 @@ async fn given_a_reset_mid_body_when_sending_then_the_status_and_partial_body_ar
     bounded(async {
         let rx = receiver(|mut stream, _| async move {
             if read_request(&mut stream).await.is_some() {
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial")
-                    .await;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial").await;
                 let _ = stream.flush().await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let _ = stream.set_zero_linger();
@@ -630,14 +495,7 @@ async fn given_a_reset_mid_body_when_sending_then_the_status_and_partial_body_ar
         })
         .await;
         let response = send(&sender(LOOPBACK_OK), &rx.url("/")).await.unwrap();
-        assert_eq!(
-            response,
-            EndpointResponse {
-                status: 200,
-                body: Some("partial".into()),
-                retry_after: None
-            }
-        );
+        assert_eq!(response, EndpointResponse { status: 200, body: Some("partial".into()), retry_after: None });
     })
     .await;
 }
@@ -645,17 +503,9 @@ async fn given_a_reset_mid_body_when_sending_then_the_status_and_partial_body_ar
 #[tokio::test]
 async fn given_a_close_mid_body_when_sending_then_the_status_and_partial_body_are_returned() {
     bounded(async {
-        let rx = replying("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 1000\r\n\r\noops")
-            .await;
+        let rx = replying("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 1000\r\n\r\noops").await;
         let response = send(&sender(LOOPBACK_OK), &rx.url("/")).await.unwrap();
-        assert_eq!(
-            response,
-            EndpointResponse {
-                status: 500,
-                body: Some("oops".into()),
-                retry_after: None
-            }
-        );
+        assert_eq!(response, EndpointResponse { status: 500, body: Some("oops".into()), retry_after: None });
     })
     .await;
 }
@@ -672,15 +522,8 @@ async fn given_https_to_a_plain_tcp_server_sending_garbage_when_sending_then_tls
         .await;
         let resolver = StaticResolver::default().with("tls.test", [ip("127.0.0.1")]);
         let url = format!("https://tls.test:{}/", rx.port());
-        let failure = expect_failure(
-            send(&sender_with(LOOPBACK_OK, resolver), &url).await,
-            ErrorCode::Tls,
-        );
-        assert!(
-            failure.message.starts_with("TLS handshake failed"),
-            "{}",
-            failure.message
-        );
+        let failure = expect_failure(send(&sender_with(LOOPBACK_OK, resolver), &url).await, ErrorCode::Tls);
+        assert!(failure.message.starts_with("TLS handshake failed"), "{}", failure.message);
     })
     .await;
 }
@@ -707,11 +550,7 @@ async fn given_a_keep_alive_receiver_when_sending_twice_then_the_connection_is_r
         let rx = receiver(|mut stream, seen| async move {
             while let Some(request) = read_request(&mut stream).await {
                 let _ = seen.send(request);
-                if stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .await
-                    .is_err()
-                {
+                if stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.is_err() {
                     break;
                 }
             }
@@ -730,11 +569,7 @@ async fn given_a_keep_alive_receiver_when_sending_twice_then_the_connection_is_r
 async fn given_urls_the_sender_refuses_to_call_when_sending_then_blocked() {
     bounded(async {
         let sender = sender(LOOPBACK_OK);
-        for url in [
-            "not a url",
-            "ftp://127.0.0.1/",
-            "http://user:pass@127.0.0.1:1/",
-        ] {
+        for url in ["not a url", "ftp://127.0.0.1/", "http://user:pass@127.0.0.1:1/"] {
             expect_failure(send(&sender, url).await, ErrorCode::Blocked);
         }
     })

@@ -112,7 +112,16 @@ impl Stack {
     /// The table's stream records since the start, as a Lambda DynamoDB event.
     async fn stream_event(&self) -> Value {
         let ddb = aws_sdk_dynamodb::Client::new(&self.sdk);
-        let arn = ddb.describe_table().table_name(&self.table).send().await.unwrap().table.unwrap().latest_stream_arn.unwrap();
+        let arn = ddb
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .unwrap()
+            .table
+            .unwrap()
+            .latest_stream_arn
+            .unwrap();
         let streams = aws_sdk_dynamodbstreams::Client::new(&self.sdk);
         let description = streams.describe_stream().stream_arn(&arn).send().await.unwrap().stream_description.unwrap();
         let mut records = Vec::new();
@@ -202,7 +211,8 @@ struct Receiver {
 
 impl Receiver {
     async fn start(script: &[u16]) -> (Receiver, String) {
-        let receiver = Receiver { seen: Arc::default(), script: Arc::new(Mutex::new(script.iter().copied().collect())) };
+        let receiver =
+            Receiver { seen: Arc::default(), script: Arc::new(Mutex::new(script.iter().copied().collect())) };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hooks", listener.local_addr().unwrap());
         let shared = receiver.clone();
@@ -242,7 +252,8 @@ fn signature(id: &str, timestamp: &str, body: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn given_the_function_binaries_when_an_event_is_published_then_it_is_fanned_out_and_delivered_signed_with_retries() {
+async fn given_the_function_binaries_when_an_event_is_published_then_it_is_fanned_out_and_delivered_signed_with_retries()
+ {
     // GIVEN a moto stack, a receiver failing once, and the function binaries under the emulator
     let stack = Stack::create().await;
     let (receiver, url) = Receiver::start(&[500]).await;
@@ -269,7 +280,12 @@ async fn given_the_function_binaries_when_an_event_is_published_then_it_is_fanne
     let app_id = app["id"].as_str().unwrap();
     let (status, key) = http_response(
         api_keys
-            .invoke(&http_event("POST", &format!("/v1/applications/{app_id}/api-keys"), &admin, Some(json!({"name": "k"}))))
+            .invoke(&http_event(
+                "POST",
+                &format!("/v1/applications/{app_id}/api-keys"),
+                &admin,
+                Some(json!({"name": "k"})),
+            ))
             .await,
     );
     assert_eq!(status, 201, "{key}");
@@ -280,7 +296,12 @@ async fn given_the_function_binaries_when_an_event_is_published_then_it_is_fanne
     assert_eq!(status, 201);
     let (status, endpoint) = http_response(
         endpoints
-            .invoke(&http_event("POST", "/v1/endpoints", &key, Some(json!({"url": url, "secret": SECRET, "timeoutSecs": 5}))))
+            .invoke(&http_event(
+                "POST",
+                "/v1/endpoints",
+                &key,
+                Some(json!({"url": url, "secret": SECRET, "timeoutSecs": 5})),
+            ))
             .await,
     );
     assert_eq!(status, 201, "{endpoint}");
@@ -336,8 +357,9 @@ async fn given_the_function_binaries_when_an_event_is_published_then_it_is_fanne
 
     // AND the deliveries function shows the history: succeeded after 2 attempts
     let deliveries = Function::start("deliveries", &env).await;
-    let (status, list) =
-        http_response(deliveries.invoke(&http_event("GET", &format!("/v1/deliveries?eventId={event_id}"), &key, None)).await);
+    let (status, list) = http_response(
+        deliveries.invoke(&http_event("GET", &format!("/v1/deliveries?eventId={event_id}"), &key, None)).await,
+    );
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["data"][0]["status"], "succeeded");
     assert_eq!(list["data"][0]["attemptCount"], 2);

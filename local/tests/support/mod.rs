@@ -151,9 +151,11 @@ impl Api {
         let app = admin.post("/v1/applications", json!({"name": "e2e"})).await;
         let app_id = app["id"].as_str().unwrap();
         let key = admin.post(&format!("/v1/applications/{app_id}/api-keys"), json!({"name": "e2e"})).await;
-        let api = Api { http: reqwest::Client::new(), base: base.to_string(), token: key["key"].as_str().unwrap().into() };
+        let api =
+            Api { http: reqwest::Client::new(), base: base.to_string(), token: key["key"].as_str().unwrap().into() };
         api.post("/v1/event-types", json!({"name": "order.created"})).await;
-        let endpoint = api.post("/v1/endpoints", json!({"url": endpoint_url, "secret": SECRET, "timeoutSecs": 5})).await;
+        let endpoint =
+            api.post("/v1/endpoints", json!({"url": endpoint_url, "secret": SECRET, "timeoutSecs": 5})).await;
         (api, endpoint["id"].as_str().unwrap().to_string())
     }
 }

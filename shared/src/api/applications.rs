@@ -34,7 +34,9 @@ pub(crate) async fn handle(op: RouteOp, ctx: &Ctx<'_>) -> ServiceResult<ApiRespo
             let patch = if op == RouteOp::PutApplication {
                 ApplicationPatch {
                     name: Some(body.required_string("name")),
-                    retention_days: Some(body.u32("retentionDays").unwrap_or(crate::domain::limits::DEFAULT_RETENTION_DAYS)),
+                    retention_days: Some(
+                        body.u32("retentionDays").unwrap_or(crate::domain::limits::DEFAULT_RETENTION_DAYS),
+                    ),
                     rate_limit: Some(body.u32("rateLimit")),
                 }
             } else {

@@ -6,8 +6,7 @@ use crate::domain::PayloadFormat;
 use crate::ports::EndpointFilter;
 use crate::service::{EndpointInput, EndpointPatch, ServiceResult, TestEvent};
 
-const READ_ONLY: &[&str] =
-    &["id", "applicationId", "secretLast4", "disabledReason", "createdAt", "updatedAt"];
+const READ_ONLY: &[&str] = &["id", "applicationId", "secretLast4", "disabledReason", "createdAt", "updatedAt"];
 const FORMATS: &[(&str, PayloadFormat)] = &[("standard", PayloadFormat::Standard), ("raw", PayloadFormat::Raw)];
 
 fn input(body: &mut JsonBody) -> EndpointInput {
@@ -78,7 +77,10 @@ pub(crate) async fn handle(op: RouteOp, ctx: &Ctx<'_>) -> ServiceResult<ApiRespo
         }
         RouteOp::TestEndpoint => {
             let mut body = ctx.body()?;
-            let test = TestEvent { event_type: body.string("eventType"), payload: body.value("payload").filter(|v| !v.is_null()) };
+            let test = TestEvent {
+                event_type: body.string("eventType"),
+                payload: body.value("payload").filter(|v| !v.is_null()),
+            };
             body.finish(&[])?;
             Ok(ApiResponse::json(StatusCode::ACCEPTED, &service.send_test_event(who, ctx.param(0), test).await?))
         }

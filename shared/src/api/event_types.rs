@@ -31,7 +31,9 @@ pub(crate) async fn handle(op: RouteOp, ctx: &Ctx<'_>) -> ServiceResult<ApiRespo
             let page = service.list_event_types(who, include_archived, &query.list()?).await?;
             Ok(ApiResponse::json(StatusCode::OK, &page))
         }
-        RouteOp::GetEventType => Ok(ApiResponse::json(StatusCode::OK, &service.get_event_type(who, ctx.param(0)).await?)),
+        RouteOp::GetEventType => {
+            Ok(ApiResponse::json(StatusCode::OK, &service.get_event_type(who, ctx.param(0)).await?))
+        }
         RouteOp::PutEventType => {
             let mut body = ctx.body()?;
             let input = input(&mut body, false);

@@ -39,9 +39,8 @@ impl JsonBody {
         if request.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody { object: Map::new(), seen: vec![], violations: Violations::new() });
         }
-        let value: Value = serde_json::from_slice(&request.body).map_err(|e| {
-            ServiceError::field("body", format!("is not valid JSON: {e}"))
-        })?;
+        let value: Value = serde_json::from_slice(&request.body)
+            .map_err(|e| ServiceError::field("body", format!("is not valid JSON: {e}")))?;
         match value {
             Value::Object(object) => Ok(JsonBody { object, seen: vec![], violations: Violations::new() }),
             other => Err(ServiceError::field("body", format!("must be a JSON object, not {}", type_name(&other)))),

@@ -19,8 +19,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::Serialize;
 
-pub use openapi::openapi_json;
 pub use console::handle_static;
+pub use openapi::openapi_json;
 pub use routes::{ROUTES, Resource, Route, RouteOp};
 
 use crate::domain::limits::MAX_REQUEST_BYTES;
@@ -40,7 +40,13 @@ pub struct ApiRequest {
 impl ApiRequest {
     pub fn new(method: Method, path_and_query: &str) -> Self {
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
-        ApiRequest { method, path: path.to_string(), query: query.to_string(), headers: HeaderMap::new(), body: Bytes::new() }
+        ApiRequest {
+            method,
+            path: path.to_string(),
+            query: query.to_string(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        }
     }
 
     pub fn header(mut self, name: &'static str, value: &str) -> Self {

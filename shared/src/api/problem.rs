@@ -74,7 +74,13 @@ pub fn problem(err: &ServiceError, instance: &str) -> (Problem, HeaderMap) {
         ServiceError::Internal(msg) => {
             // The detail stays in the logs; the caller gets no internals.
             tracing::error!(error = %msg, "internal error");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "an internal error occurred".into(), vec![])
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                "an internal error occurred".into(),
+                vec![],
+            )
         }
     };
     let error = match (err, instance) {

@@ -67,7 +67,12 @@ impl Query {
         Ok((from, to))
     }
 
-    pub(crate) fn parsed<T>(&self, name: &str, parse: impl Fn(&str) -> Option<T>, expected: &str) -> ServiceResult<Option<T>> {
+    pub(crate) fn parsed<T>(
+        &self,
+        name: &str,
+        parse: impl Fn(&str) -> Option<T>,
+        expected: &str,
+    ) -> ServiceResult<Option<T>> {
         match self.string(name) {
             None => Ok(None),
             Some(raw) => parse(&raw).map(Some).ok_or_else(|| ServiceError::field(name, format!("must be {expected}"))),

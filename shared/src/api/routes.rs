@@ -173,7 +173,11 @@ fn percent_decode(segment: &str) -> Option<String> {
 }
 
 /// The route for this method and path, or 404 / 405.
-pub(crate) fn find(method: &Method, path: &str, only: Option<Resource>) -> Result<(&'static Route, Params), ServiceError> {
+pub(crate) fn find(
+    method: &Method,
+    path: &str,
+    only: Option<Resource>,
+) -> Result<(&'static Route, Params), ServiceError> {
     let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
     let mut allowed = Vec::new();
     for route in ROUTES {

@@ -23,7 +23,12 @@ pub struct CreatedApiKey {
 const KEY_PREFIX: &str = "sk_";
 
 impl Skyhook {
-    pub async fn create_api_key(&self, who: &Principal, app_id: &str, input: CreateApiKey) -> ServiceResult<CreatedApiKey> {
+    pub async fn create_api_key(
+        &self,
+        who: &Principal,
+        app_id: &str,
+        input: CreateApiKey,
+    ) -> ServiceResult<CreatedApiKey> {
         let app = self.get_application(who, app_id).await?;
         let mut v = Violations::new();
         validate::name(&mut v, "name", &input.name);
@@ -54,7 +59,12 @@ impl Skyhook {
         Ok(CreatedApiKey { api_key, key })
     }
 
-    pub async fn list_api_keys(&self, who: &Principal, app_id: &str, query: &ListQuery) -> ServiceResult<ListPage<ApiKey>> {
+    pub async fn list_api_keys(
+        &self,
+        who: &Principal,
+        app_id: &str,
+        query: &ListQuery,
+    ) -> ServiceResult<ListPage<ApiKey>> {
         let app = self.get_application(who, app_id).await?;
         let page = self.page_request(query, app.id.as_str(), "api-keys")?;
         let found = self.store.list_api_keys(&app.id, &page).await?;

@@ -215,7 +215,10 @@ impl Skyhook {
         // Not for portal sessions: a PUT resets every field.
         who.require(Scope::WebhooksWrite)?;
         if input.secret.is_some() {
-            return Err(ServiceError::field("secret", "cannot be replaced here; use POST /v1/endpoints/{id}/rotate-secret"));
+            return Err(ServiceError::field(
+                "secret",
+                "cannot be replaced here; use POST /v1/endpoints/{id}/rotate-secret",
+            ));
         }
         if input.url.is_empty() {
             return Err(ServiceError::field("url", "is required"));
@@ -348,7 +351,8 @@ impl Skyhook {
         let overlap_until = self.clock.now() + chrono::Duration::hours(SECRET_ROTATION_OVERLAP_HOURS);
         let endpoint = self
             .modify_endpoint(app, id, |endpoint| {
-                endpoint.previous_secret_encrypted = Some(std::mem::replace(&mut endpoint.secret_encrypted, sealed.clone()));
+                endpoint.previous_secret_encrypted =
+                    Some(std::mem::replace(&mut endpoint.secret_encrypted, sealed.clone()));
                 endpoint.previous_secret_expires_at = Some(overlap_until);
                 endpoint.secret_last4 = last4(&secret);
             })
@@ -364,13 +368,18 @@ impl Skyhook {
         let mut v = Violations::new();
         validate::event_type_name(&mut v, "eventType", &event_type);
         v.into_result()?;
-        let payload = test.payload.unwrap_or_else(|| {
-            serde_json::json!({ "message": "This is a test webhook from Skyhook.", "endpointId": endpoint.id })
-        });
+        let payload = test.payload.unwrap_or_else(
+            || serde_json::json!({ "message": "This is a test webhook from Skyhook.", "endpointId": endpoint.id }),
+        );
         self.publish_checked(&app.application_id, event_type, payload, None, Some(endpoint.id), false).await
     }
 
-    pub async fn endpoint_stats(&self, who: &Principal, id: &str, since: Option<Timestamp>) -> ServiceResult<EndpointStats> {
+    pub async fn endpoint_stats(
+        &self,
+        who: &Principal,
+        id: &str,
+        since: Option<Timestamp>,
+    ) -> ServiceResult<EndpointStats> {
         let app = who.require_scoped(Scope::WebhooksRead)?;
         let endpoint = self.find_endpoint(app, id).await?;
         let since = since.unwrap_or_else(|| self.clock.now() - chrono::Duration::hours(24));

@@ -27,7 +27,7 @@ pub use dispatcher::{DeliveryTask, Dispatcher, MessageOutcome};
 pub use endpoints::{CreatedEndpoint, EndpointInput, EndpointPatch, TestEvent};
 pub use error::{FieldError, ServiceError, ServiceResult, Violations};
 pub use event_types::EventTypeInput;
-pub use events::{Published, PublishEvent};
+pub use events::{PublishEvent, Published};
 pub use pagination::{ListPage, ListQuery};
 pub use portal::{PortalSession, PortalSessionRequest};
 

@@ -45,9 +45,7 @@ pub fn description(v: &mut Violations, field: &str, value: Option<&str>) {
 /// Event type names: `invoice.paid`, `user-signed_up.v2` (no `/`: they appear in paths).
 pub fn event_type_name(v: &mut Violations, field: &str, value: &str) {
     name(v, field, value);
-    if !value.is_empty()
-        && !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
-    {
+    if !value.is_empty() && !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')) {
         v.add(field, "may contain only letters, digits and . _ - :");
     } else if !value.is_empty() && !value.chars().any(|c| c.is_ascii_alphanumeric()) {
         v.add(field, "must contain at least one letter or digit");

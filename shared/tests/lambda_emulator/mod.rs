@@ -59,11 +59,8 @@ fn respond(status: StatusCode, body: Bytes, headers: &[(&'static str, String)]) 
 impl Emulator {
     pub async fn start() -> Emulator {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let emulator = Emulator {
-            address: listener.local_addr().unwrap(),
-            state: Arc::default(),
-            wake: Arc::new(Notify::new()),
-        };
+        let emulator =
+            Emulator { address: listener.local_addr().unwrap(), state: Arc::default(), wake: Arc::new(Notify::new()) };
         let shared = emulator.clone();
         tokio::spawn(async move {
             loop {

@@ -27,7 +27,10 @@ fn healthy(endpoint: &str) -> bool {
     let Ok(mut stream) = std::net::TcpStream::connect(address) else { return false };
     use std::io::{Read, Write};
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(format!("GET /moto-api/ HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes()).is_err() {
+    if stream
+        .write_all(format!("GET /moto-api/ HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes())
+        .is_err()
+    {
         return false;
     }
     let mut head = [0u8; 12];
