@@ -268,7 +268,7 @@ fn given_a_running_skyhook_when_the_cli_drives_it_then_webhooks_are_delivered_li
         let page = cli.run(&["deliveries", "list", "--event-id", &event_id, "--json"]).json();
         let rows = page["data"].as_array().unwrap().clone();
         (rows.len() == 2 && rows.iter().all(|d| d["status"] == "succeeded" || d["status"] == "failed"))
-            .then(|| Value::Array(rows))
+            .then_some(Value::Array(rows))
     });
     let ok = delivered.as_array().unwrap().iter().find(|d| d["endpointId"] == endpoint_id.as_str()).unwrap();
     assert_eq!(ok["status"], "succeeded", "{delivered}");

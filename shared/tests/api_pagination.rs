@@ -116,7 +116,7 @@ async fn given_seven_items_in_every_list_when_paged_by_three_then_three_pages_co
     let per_endpoint = walk(&app, &format!("/v1/endpoints/{one_endpoint}/deliveries"), &tenant.key, "id").await;
     let sizes: Vec<usize> = per_endpoint.iter().map(|(items, _)| items.len()).collect();
     assert_eq!(sizes, [3, 3], "endpoint deliveries");
-    assert_eq!(per_endpoint.last().unwrap().1, false);
+    assert!(!per_endpoint.last().unwrap().1);
 }
 
 #[tokio::test]
@@ -292,7 +292,7 @@ async fn given_a_cursor_from_one_list_when_used_on_another_list_then_it_is_400_o
         ("/v1/deliveries", &events_cursor, &tenant.key),
         ("/v1/endpoints", &types_cursor, &tenant.key),
         ("/v1/event-types", &endpoints_cursor, &tenant.key),
-        (&"/v1/applications", &endpoints_cursor, &app.admin),
+        ("/v1/applications", &endpoints_cursor, &app.admin),
     ];
     for (path, cursor, credential) in cases {
         // WHEN
