@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -11,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use skyhook::api::{self, ApiRequest, ApiResponse};
 use skyhook::domain::limits::MAX_REQUEST_BYTES;
@@ -19,13 +20,31 @@ use skyhook::service::{ServiceError, Skyhook};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// A body must arrive within this long once its headers have.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request head must arrive within this long (slow clients hold no task forever).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
 async fn to_api_request(request: Request<Incoming>) -> Result<ApiRequest, ServiceError> {
+    let too_large = || ServiceError::TooLarge { field: "body".into(), limit: MAX_REQUEST_BYTES };
+    // Refuse an announced oversize body at once instead of reading up to the limit.
+    let announced = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|len| len > MAX_REQUEST_BYTES as u64) {
+        return Err(too_large());
+    }
     let (parts, body) = request.into_parts();
-    let body = Limited::new(body, MAX_REQUEST_BYTES)
-        .collect()
+    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, MAX_REQUEST_BYTES).collect())
         .await
-        .map_err(|_| ServiceError::TooLarge { field: "body".into(), limit: MAX_REQUEST_BYTES })?
-        .to_bytes();
+        .map_err(|_| ServiceError::field("body", "was not received in time"))?;
+    let body = match collected {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large()),
+        Err(_) => return Err(ServiceError::field("body", "is malformed or was cut short")),
+    };
     Ok(ApiRequest {
         method: parts.method,
         path: parts.uri.path().to_string(),
@@ -49,8 +68,8 @@ async fn serve_one(service: Arc<Skyhook>, request: Request<Incoming>) -> Result<
         Err(err) => api::problem::response(&err, &path),
     };
     let mut response = to_hyper(response);
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        // The rest of an oversized body was not read: close rather than reuse.
+    if matches!(response.status(), StatusCode::PAYLOAD_TOO_LARGE | StatusCode::BAD_REQUEST) {
+        // The rest of the body may not have been read: close rather than reuse.
         response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     Ok(response)
@@ -72,6 +91,8 @@ pub async fn run(listener: TcpListener, service: Arc<Skyhook>, mut shutdown: wat
                 let _ = stream.set_nodelay(true);
                 let service = Arc::clone(&service);
                 let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .keep_alive(true)
                     .serve_connection(TokioIo::new(stream), service_fn(move |req| serve_one(Arc::clone(&service), req)));
                 let connection = graceful.watch(connection);

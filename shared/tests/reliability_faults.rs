@@ -17,10 +17,8 @@ use faults::*;
 use serde_json::{Value, json};
 use skyhook::adapters::local_secrets::FileSecrets;
 use skyhook::adapters::sqlite::SqliteQueueConfig;
-use skyhook::ports::{
-    EventStore, OutgoingMessage, Queue, QueueError, Secrets, SecretsError, SendFailure, StoreError,
-};
 use skyhook::domain::ErrorCode;
+use skyhook::ports::{EventStore, OutgoingMessage, Queue, QueueError, Secrets, SecretsError, SendFailure, StoreError};
 use skyhook::retry::RetrySchedule;
 use skyhook::service::{MessageOutcome, ServiceError};
 
@@ -524,6 +522,116 @@ async fn given_the_caller_giving_up_while_the_store_stalls_then_either_nothing_o
 }
 
 // ---------------------------------------------------------------------------
+// The queue is down while publishing, and during manual retries
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn given_the_queue_down_when_publishing_then_202_and_everything_is_delivered_once_it_is_back() {
+    // GIVEN a queue refusing every send
+    let env = Env::new(local_config());
+    let (tenant, _) = setup(&env, 2).await;
+    env.queue.plan.fail("send_batch", Always, queue_down());
+
+    // WHEN events are published and the sweeper runs
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(publish_ok(&env, &tenant, json!({ "n": n })).await);
+    }
+    assert!(env.service.sweep_fanout(10).await.is_err());
+
+    // THEN they wait; once the queue is back, each reaches each endpoint once
+    assert_eq!(env.sqlite_store.events_awaiting_fanout(10).await.unwrap().len(), 3);
+    env.queue.plan.clear();
+    assert_eq!(env.service.sweep_fanout(10).await.unwrap(), 3);
+    let sender = Arc::new(RecordingSender::default());
+    env.dispatch_visible(&env.dispatcher(sender.clone())).await;
+    assert_eq!(sender.count(), 6);
+    for id in &ids {
+        assert_delivered_once(&env, &tenant, id, 2).await;
+    }
+}
+
+/// A tenant with one endpoint and one delivery that failed (maxAttempts 1);
+/// returns the failed delivery's id.
+async fn failed_delivery(env: &Env) -> (Tenant, String) {
+    let tenant = env.tenant("retry").await;
+    env.endpoint(&tenant, json!({ "url": "https://hooks.example.com/r", "maxAttempts": 1 })).await;
+    let event_id = publish_ok(env, &tenant, json!({ "n": 1 })).await;
+    env.service.sweep_fanout(10).await.unwrap();
+    let failing = Arc::new(FaultySender::new(Arc::new(RecordingSender::default())));
+    failing.plan.fail("send", Always, SendFailure { code: ErrorCode::Connect, message: "injected".into() });
+    env.dispatch_visible(&env.dispatcher(failing)).await;
+    let delivery = env.deliveries(&tenant, &format!("eventId={event_id}")).await.remove(0);
+    assert_eq!(delivery["status"], "failed");
+    (tenant, delivery["id"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn given_the_store_failing_a_manual_retry_when_the_client_repeats_it_then_it_is_delivered_once() {
+    let env = Env::new(local_config());
+    let (tenant, failed) = failed_delivery(&env).await;
+    env.store.plan.fail("insert_retry", Nth(1), unavailable());
+    let path = format!("/v1/deliveries/{failed}/retry");
+
+    let (status, _, headers) = env.call("POST", &path, Some(&tenant.key), None).await;
+    assert_eq!(status, 503);
+    assert!(headers.contains_key("retry-after"));
+    let (status, retry, _) = env.call("POST", &path, Some(&tenant.key), None).await;
+    assert_eq!(status, 202, "{retry}");
+
+    let sender = Arc::new(RecordingSender::default());
+    env.dispatch_visible(&env.dispatcher(sender.clone())).await;
+    assert_eq!(sender.count(), 1);
+    let retried = env.delivery(&tenant, retry["id"].as_str().unwrap()).await;
+    assert_eq!(retried["status"], "succeeded");
+    assert_eq!(retried["retryOf"], failed);
+}
+
+#[tokio::test]
+async fn given_the_queue_failing_a_manual_retry_when_the_client_repeats_it_then_the_retry_is_delivered() {
+    // GIVEN a failed delivery, and a queue refusing the next send
+    let env = Env::new(local_config());
+    let (tenant, failed) = failed_delivery(&env).await;
+    env.queue.plan.fail("send_batch", Nth(1), queue_down());
+    let path = format!("/v1/deliveries/{failed}/retry");
+
+    // WHEN the retry gets a 503 and the client repeats it, as told
+    let (status, _, _) = env.call("POST", &path, Some(&tenant.key), None).await;
+    assert_eq!(status, 503);
+    let (status, body, _) = env.call("POST", &path, Some(&tenant.key), None).await;
+
+    // THEN the repeat is accepted, and the endpoint gets the event again
+    let _ = env.service.sweep_fanout(10).await;
+    let sender = Arc::new(RecordingSender::default());
+    env.dispatch_visible(&env.dispatcher(sender.clone())).await;
+    let pending: Vec<Value> = env
+        .deliveries(&tenant, "")
+        .await
+        .into_iter()
+        .filter(|d| d["status"] == "pending" && d["attemptCount"] == 0)
+        .collect();
+    assert!(pending.is_empty(), "a retry delivery is pending with no message to send it: {pending:?}");
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(sender.count(), 1, "the retry was sent");
+}
+
+#[tokio::test]
+async fn given_the_queue_failing_during_a_bulk_retry_when_it_is_repeated_then_every_failed_delivery_is_resent() {
+    let env = Env::new(local_config());
+    let (tenant, _) = failed_delivery(&env).await;
+    env.queue.plan.fail("send_batch", Nth(1), queue_down());
+
+    let (status, _, _) = env.call("POST", "/v1/deliveries/retry", Some(&tenant.key), None).await;
+    assert_eq!(status, 503);
+    let (status, body, _) = env.call("POST", "/v1/deliveries/retry", Some(&tenant.key), None).await;
+    assert_eq!(status, 202, "{body}");
+
+    let sender = Arc::new(RecordingSender::default());
+    env.dispatch_visible(&env.dispatcher(sender.clone())).await;
+    assert_eq!(sender.count(), 1, "the failed delivery was re-sent: repeat answered {body}");
+}
+
+// ---------------------------------------------------------------------------
 // Fault storm: random failures on every port at once
 // ---------------------------------------------------------------------------
 
@@ -533,7 +641,7 @@ async fn given_the_caller_giving_up_while_the_store_stalls_then_either_nothing_o
 /// acknowledged event must reach every endpoint, with one recorded success.
 #[tokio::test]
 async fn given_random_faults_on_every_port_when_the_system_runs_to_quiescence_then_nothing_is_lost() {
-    const EVENTS: usize = 60;
+    let events: usize = std::env::var("SKYHOOK_STORM_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
     const ENDPOINTS: usize = 3;
     let schedule = RetrySchedule::new(vec![Duration::from_secs(1), Duration::from_secs(2)], 0.2);
     let env = Env::with_queue_config(
@@ -543,9 +651,8 @@ async fn given_random_faults_on_every_port_when_the_system_runs_to_quiescence_th
     let tenant = env.tenant("storm").await;
     let mut endpoints = Vec::new();
     for i in 0..ENDPOINTS {
-        let ep = env
-            .endpoint(&tenant, json!({ "url": format!("https://hooks.example.com/{i}"), "maxAttempts": 20 }))
-            .await;
+        let ep =
+            env.endpoint(&tenant, json!({ "url": format!("https://hooks.example.com/{i}"), "maxAttempts": 20 })).await;
         endpoints.push(ep["id"].as_str().unwrap().to_string());
     }
 
@@ -566,7 +673,7 @@ async fn given_random_faults_on_every_port_when_the_system_runs_to_quiescence_th
     // WHEN events are published (retried with their Idempotency-Key until acknowledged)
     let mut acknowledged = Vec::new();
     let mut publish_failures = 0;
-    for i in 0..EVENTS {
+    for i in 0..events {
         let key = format!("storm-{i}");
         let body = format!(r#"{{"eventType":"order.created","payload":{{"n":{i}}}}}"#);
         loop {
@@ -611,13 +718,13 @@ async fn given_random_faults_on_every_port_when_the_system_runs_to_quiescence_th
     let sender_faults = sender.plan.injected().iter().filter(|i| i.action == "fail").count();
     env.store.plan.clear();
     env.queue.plan.clear();
-    assert_eq!(acknowledged.len(), EVENTS);
+    assert_eq!(acknowledged.len(), events);
     let mut unique = acknowledged.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!(unique.len(), EVENTS, "an Idempotency-Key retry never creates a second event");
+    assert_eq!(unique.len(), events, "an Idempotency-Key retry never creates a second event");
     let deliveries = env.deliveries(&tenant, "").await;
-    assert_eq!(deliveries.len(), EVENTS * ENDPOINTS);
+    assert_eq!(deliveries.len(), events * ENDPOINTS);
     let mut lost = 0;
     let mut double_successes = 0;
     for d in &deliveries {
@@ -631,17 +738,14 @@ async fn given_random_faults_on_every_port_when_the_system_runs_to_quiescence_th
             double_successes += 1;
         }
     }
-    let mut pairs: Vec<(String, String)> = recorder
-        .sent()
-        .iter()
-        .map(|r| (header(r, "webhook-id").unwrap().to_string(), r.url.clone()))
-        .collect();
+    let mut pairs: Vec<(String, String)> =
+        recorder.sent().iter().map(|r| (header(r, "webhook-id").unwrap().to_string(), r.url.clone())).collect();
     let posts = pairs.len();
     pairs.sort();
     pairs.dedup();
     assert!(env.sqlite_queue.dead_letters().await.unwrap().is_empty());
     println!(
-        "fault storm: events={EVENTS} endpoints={ENDPOINTS} deliveries={} store_faults={store_faults} \
+        "fault storm: events={events} endpoints={ENDPOINTS} deliveries={} store_faults={store_faults} \
          queue_faults={queue_faults} sender_failures={sender_faults} publish_503s={publish_failures} \
          successful_posts={posts} duplicate_posts={} rounds={rounds} lost={lost} double_successes={double_successes}",
         deliveries.len(),
@@ -649,6 +753,14 @@ async fn given_random_faults_on_every_port_when_the_system_runs_to_quiescence_th
     );
     assert_eq!(lost, 0);
     assert_eq!(double_successes, 0);
-    assert_eq!(pairs.len(), EVENTS * ENDPOINTS, "every (event, endpoint) received at least once");
+    assert_eq!(pairs.len(), events * ENDPOINTS, "every (event, endpoint) received at least once");
     assert!(store_faults > 0 && queue_faults > 0 && sender_faults > 0);
+    // AND every event's counters agree: all deliveries counted once, all succeeded
+    for id in &acknowledged {
+        let event = env.ok("GET", &format!("/v1/events/{id}"), Some(&tenant.key), None).await;
+        assert_eq!(event["status"], "succeeded", "{event}");
+        assert_eq!(event["deliveryCount"], ENDPOINTS, "{event}");
+        assert_eq!(event["succeededCount"], ENDPOINTS, "{event}");
+        assert_eq!(event["failedCount"], 0, "{event}");
+    }
 }

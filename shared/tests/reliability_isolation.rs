@@ -160,7 +160,8 @@ async fn given_a_full_flow_when_logs_are_captured_then_no_secret_or_payload_appe
     let material_admin = env.admin.clone();
     let (ok_url, ok_seen) = receiver(200).await;
     let (fail_url, _) = receiver(500).await;
-    let sender = Arc::new(HttpSender::new(AddressPolicy { allow_loopback: true }, Arc::new(SystemResolver), "Skyhook/t"));
+    let sender =
+        Arc::new(HttpSender::new(AddressPolicy { allow_loopback: true }, Arc::new(SystemResolver), "Skyhook/t"));
     let dispatcher = env.dispatcher(sender);
 
     // WHEN a tenant does everything once
@@ -168,10 +169,7 @@ async fn given_a_full_flow_when_logs_are_captured_then_no_secret_or_payload_appe
     let secret = format!("whsec_{}", STANDARD.encode([7u8; 32]));
     let header_secret = "Bearer receiver-credential-4f1c2a9e77";
     let ep = env
-        .endpoint(
-            &tenant,
-            json!({ "url": ok_url, "secret": secret, "headers": { "authorization": header_secret } }),
-        )
+        .endpoint(&tenant, json!({ "url": ok_url, "secret": secret, "headers": { "authorization": header_secret } }))
         .await;
     let ep_id = ep["id"].as_str().unwrap().to_string();
     env.endpoint(&tenant, json!({ "url": fail_url })).await;
@@ -183,7 +181,8 @@ async fn given_a_full_flow_when_logs_are_captured_then_no_secret_or_payload_appe
             "POST",
             "/v1/oauth/token",
             &[("content-type", "application/x-www-form-urlencoded")],
-            format!("grant_type=client_credentials&client_id={}&client_secret={}", tenant.key_id, tenant.key).into_bytes(),
+            format!("grant_type=client_credentials&client_id={}&client_secret={}", tenant.key_id, tenant.key)
+                .into_bytes(),
         )
         .await;
     assert_eq!(token.0, 200, "{}", token.1);
@@ -290,7 +289,12 @@ async fn given_created_keys_and_endpoints_then_no_later_response_carries_a_key_s
         ("GET", "/v1/endpoints".into(), None, tenant.key.clone()),
         ("GET", format!("/v1/endpoints/{ep_id}"), None, tenant.key.clone()),
         ("PATCH", format!("/v1/endpoints/{ep_id}"), Some(json!({ "description": "changed" })), tenant.key.clone()),
-        ("PUT", format!("/v1/endpoints/{ep_id}"), Some(json!({ "url": "https://hooks.example.com/z" })), tenant.key.clone()),
+        (
+            "PUT",
+            format!("/v1/endpoints/{ep_id}"),
+            Some(json!({ "url": "https://hooks.example.com/z" })),
+            tenant.key.clone(),
+        ),
         ("GET", format!("/v1/endpoints/{ep_id}/stats"), None, tenant.key.clone()),
         ("GET", format!("/v1/endpoints/{ep_id}/deliveries"), None, tenant.key.clone()),
         ("POST", format!("/v1/endpoints/{ep_id}/test"), None, tenant.key.clone()),
@@ -376,7 +380,8 @@ impl Owned {
     }
 }
 
-const LISTS: [&str; 5] = ["/v1/endpoints", "/v1/events", "/v1/deliveries", "/v1/event-types", "/v1/endpoints?isActive=true"];
+const LISTS: [&str; 5] =
+    ["/v1/endpoints", "/v1/events", "/v1/deliveries", "/v1/event-types", "/v1/endpoints?isActive=true"];
 
 async fn run_isolation(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let env = Env::new(local_config());
@@ -395,7 +400,9 @@ async fn run_isolation(ops: Vec<Op>) -> Result<(), TestCaseError> {
         match op {
             Op::CreateEndpoint(w) => {
                 let i = index(w);
-                let ep = env.endpoint(&tenants[i], json!({ "url": format!("https://hooks.example.com/{i}/{counter}") })).await;
+                let ep = env
+                    .endpoint(&tenants[i], json!({ "url": format!("https://hooks.example.com/{i}/{counter}") }))
+                    .await;
                 owned[i].endpoints.push(ep["id"].as_str().unwrap().to_string());
             }
             Op::CreateEventType(w) => {
@@ -414,8 +421,12 @@ async fn run_isolation(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 env.service.sweep_fanout(100).await.unwrap();
                 env.dispatch_visible(&env.dispatcher(Arc::new(RecordingSender::default()))).await;
                 for i in 0..2 {
-                    owned[i].deliveries =
-                        env.deliveries(&tenants[i], "").await.iter().map(|d| d["id"].as_str().unwrap().to_string()).collect();
+                    owned[i].deliveries = env
+                        .deliveries(&tenants[i], "")
+                        .await
+                        .iter()
+                        .map(|d| d["id"].as_str().unwrap().to_string())
+                        .collect();
                 }
             }
             Op::TouchOther(w, pick, kind) => {
@@ -427,8 +438,14 @@ async fn run_isolation(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     1 => vec![("PATCH", format!("/v1/endpoints/{ep}"), Some(json!({ "description": "pwned" })))],
                     2 => vec![("DELETE", format!("/v1/endpoints/{ep}"), None)],
                     3 => vec![("POST", format!("/v1/endpoints/{ep}/rotate-secret"), None)],
-                    4 => vec![("GET", format!("/v1/endpoints/{ep}/stats"), None), ("POST", format!("/v1/endpoints/{ep}/test"), None)],
-                    5 => vec![("GET", format!("/v1/endpoints/{ep}/deliveries"), None), ("GET", format!("/v1/deliveries?endpointId={ep}"), None)],
+                    4 => vec![
+                        ("GET", format!("/v1/endpoints/{ep}/stats"), None),
+                        ("POST", format!("/v1/endpoints/{ep}/test"), None),
+                    ],
+                    5 => vec![
+                        ("GET", format!("/v1/endpoints/{ep}/deliveries"), None),
+                        ("GET", format!("/v1/deliveries?endpointId={ep}"), None),
+                    ],
                     6 if !theirs.events.is_empty() => {
                         let ev = &theirs.events[pick % theirs.events.len()];
                         vec![("GET", format!("/v1/events/{ev}"), None)]
@@ -443,9 +460,16 @@ async fn run_isolation(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                     8 => {
                         let app = &tenants[other].app_id;
-                        vec![("GET", format!("/v1/applications/{app}"), None), ("GET", format!("/v1/applications/{app}/api-keys"), None)]
+                        vec![
+                            ("GET", format!("/v1/applications/{app}"), None),
+                            ("GET", format!("/v1/applications/{app}/api-keys"), None),
+                        ]
                     }
-                    _ => vec![("PUT", format!("/v1/endpoints/{ep}"), Some(json!({ "url": "https://evil.example.com/" })))],
+                    _ => vec![(
+                        "PUT",
+                        format!("/v1/endpoints/{ep}"),
+                        Some(json!({ "url": "https://evil.example.com/" })),
+                    )],
                 };
                 for (method, path, body) in requests {
                     let (status, value, _) = env.call(method, &path, Some(&tenants[me].key), body).await;
@@ -457,11 +481,13 @@ async fn run_isolation(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let i = index(w);
                 let mine = &owned[i];
                 let ep = &mine.endpoints[pick % mine.endpoints.len()];
-                let (status, value, _) = env.call("GET", &format!("/v1/endpoints/{ep}"), Some(&tenants[i].key), None).await;
+                let (status, value, _) =
+                    env.call("GET", &format!("/v1/endpoints/{ep}"), Some(&tenants[i].key), None).await;
                 prop_assert_eq!(status, 200, "{}", value);
                 if !mine.events.is_empty() {
                     let ev = &mine.events[pick % mine.events.len()];
-                    let (status, _, _) = env.call("GET", &format!("/v1/events/{ev}"), Some(&tenants[i].key), None).await;
+                    let (status, _, _) =
+                        env.call("GET", &format!("/v1/events/{ev}"), Some(&tenants[i].key), None).await;
                     prop_assert_eq!(status, 200);
                 }
             }

@@ -13,8 +13,8 @@
 mod faults;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,6 +26,7 @@ use skyhook::sender::HttpSender;
 use skyhook::ssrf::{AddressPolicy, StaticResolver, SystemResolver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::RwLock;
 
 const CAPTURE_LIMIT: usize = 4096;
 /// Endpoint timeout used throughout (the smallest an endpoint may set).
@@ -33,10 +34,10 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The memory test takes this exclusively; every other test shares it, so
 /// nothing else runs while RSS is measured.
-static MEMORY: RwLock<()> = RwLock::new(());
+static MEMORY: RwLock<()> = RwLock::const_new(());
 
-fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
-    MEMORY.read().unwrap_or_else(|e| e.into_inner())
+async fn shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MEMORY.read().await
 }
 
 // ---------------------------------------------------------------------------
@@ -121,11 +122,8 @@ async fn read_request(stream: &mut TcpStream) -> bool {
         }
     };
     let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let length: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     let mut have = buffer.len() - head_end;
     while have < length.min(1 << 20) {
         match stream.read(&mut chunk).await {
@@ -184,7 +182,8 @@ async fn serve(mut stream: TcpStream, mode: Mode, chaos: Chaos) {
             }
         }
         Mode::Answer { status, headers, body } => {
-            let mut response = format!("HTTP/1.1 {status} Chaos\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+            let mut response =
+                format!("HTTP/1.1 {status} Chaos\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
             for h in headers {
                 response.push_str(&h);
                 response.push_str("\r\n");
@@ -238,9 +237,10 @@ impl Dispatched {
 
     /// `nextAttemptAt - now`, in seconds.
     fn next_delay_secs(&self) -> f64 {
-        let next = chrono::DateTime::parse_from_rfc3339(self.delivery["nextAttemptAt"].as_str().expect("nextAttemptAt"))
-            .unwrap()
-            .with_timezone(&chrono::Utc);
+        let next =
+            chrono::DateTime::parse_from_rfc3339(self.delivery["nextAttemptAt"].as_str().expect("nextAttemptAt"))
+                .unwrap()
+                .with_timezone(&chrono::Utc);
         (next - self.now).num_milliseconds() as f64 / 1000.0
     }
 
@@ -265,7 +265,8 @@ async fn dispatch_with(url: &str, sender: Arc<dyn WebhookSender>) -> Dispatched 
     assert_eq!(outcomes.len(), 1);
     let listed = env.deliveries(&tenant, &format!("eventId={}", event["id"].as_str().unwrap())).await;
     let delivery = env.delivery(&tenant, listed[0]["id"].as_str().unwrap()).await;
-    let endpoint = env.ok("GET", &format!("/v1/endpoints/{}", ep["id"].as_str().unwrap()), Some(&tenant.key), None).await;
+    let endpoint =
+        env.ok("GET", &format!("/v1/endpoints/{}", ep["id"].as_str().unwrap()), Some(&tenant.key), None).await;
     Dispatched { env, tenant, delivery, endpoint, now }
 }
 
@@ -287,7 +288,7 @@ fn assert_retrying(d: &Dispatched, status: Value) {
 
 #[tokio::test]
 async fn given_a_receiver_sleeping_past_the_timeout_then_timeout_is_recorded_and_retried_on_schedule() {
-    let _guard = shared();
+    let _guard = shared().await;
     let chaos = Chaos::start(Mode::Sleep(Duration::from_secs(3))).await;
 
     let started = Instant::now();
@@ -303,7 +304,7 @@ async fn given_a_receiver_sleeping_past_the_timeout_then_timeout_is_recorded_and
 
 #[tokio::test]
 async fn given_a_receiver_resetting_the_connection_then_an_io_error_is_recorded() {
-    let _guard = shared();
+    let _guard = shared().await;
     let chaos = Chaos::start(Mode::Reset).await;
 
     let direct = send_direct(&chaos.url()).await;
@@ -316,7 +317,7 @@ async fn given_a_receiver_resetting_the_connection_then_an_io_error_is_recorded(
 
 #[tokio::test]
 async fn given_a_receiver_trickling_its_answer_then_the_timeout_covers_the_whole_exchange() {
-    let _guard = shared();
+    let _guard = shared().await;
     let chaos = Chaos::start(Mode::Trickle).await;
 
     let direct = send_direct(&chaos.url()).await;
@@ -328,7 +329,7 @@ async fn given_a_receiver_trickling_its_answer_then_the_timeout_covers_the_whole
 
 #[tokio::test]
 async fn given_nothing_listening_then_a_connect_error_is_recorded() {
-    let _guard = shared();
+    let _guard = shared().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}/hook");
 
@@ -341,15 +342,16 @@ async fn given_nothing_listening_then_a_connect_error_is_recorded() {
 
 #[tokio::test]
 async fn given_an_unknown_host_then_a_dns_error_is_recorded() {
-    let _guard = shared();
-    let sender = Arc::new(HttpSender::new(AddressPolicy::default(), Arc::new(StaticResolver::default()), "Skyhook/chaos"));
+    let _guard = shared().await;
+    let sender =
+        Arc::new(HttpSender::new(AddressPolicy::default(), Arc::new(StaticResolver::default()), "Skyhook/chaos"));
     let d = dispatch_with("http://nowhere.invalid/hook", sender).await;
     assert_retrying(&d, json!("dns"));
 }
 
 #[tokio::test]
 async fn given_garbage_where_tls_was_expected_then_a_tls_error_is_recorded() {
-    let _guard = shared();
+    let _guard = shared().await;
     let chaos = Chaos::start(Mode::Garbage).await;
 
     let direct = send_direct(&chaos.https_url()).await;
@@ -361,7 +363,7 @@ async fn given_garbage_where_tls_was_expected_then_a_tls_error_is_recorded() {
 
 #[tokio::test]
 async fn given_a_500_with_a_large_body_then_500_is_recorded_with_the_first_4096_bytes() {
-    let _guard = shared();
+    let _guard = shared().await;
     let body = "e".repeat(10_000);
     let chaos = Chaos::start(answer(500, &["content-type: text/plain"], body.as_bytes())).await;
 
@@ -377,7 +379,7 @@ async fn given_a_500_with_a_large_body_then_500_is_recorded_with_the_first_4096_
 
 #[tokio::test]
 async fn given_429_with_retry_after_then_the_next_attempt_honours_it_within_the_schedule_bounds() {
-    let _guard = shared();
+    let _guard = shared().await;
     // (Retry-After sent, delay expected): within bounds, below the shortest, above the longest.
     for (retry_after, expected) in [("120", 120.0), ("1", 5.0), ("999999", 36_000.0)] {
         let header = format!("retry-after: {retry_after}");
@@ -396,7 +398,7 @@ async fn given_429_with_retry_after_then_the_next_attempt_honours_it_within_the_
 
 #[tokio::test]
 async fn given_503_with_an_http_date_retry_after_then_it_is_honoured() {
-    let _guard = shared();
+    let _guard = shared().await;
     // The sender turns an HTTP-date into a delay from the real clock; 10 min from now.
     let at = chrono::Utc::now() + chrono::Duration::minutes(10);
     let header = format!("retry-after: {}", at.format("%a, %d %b %Y %H:%M:%S GMT"));
@@ -410,7 +412,7 @@ async fn given_503_with_an_http_date_retry_after_then_it_is_honoured() {
 
 #[tokio::test]
 async fn given_410_gone_then_the_delivery_fails_and_the_endpoint_is_disabled() {
-    let _guard = shared();
+    let _guard = shared().await;
     let chaos = Chaos::start(answer(410, &[], b"gone")).await;
 
     let direct = send_direct(&chaos.url()).await.expect("an answer");
@@ -433,7 +435,7 @@ async fn given_410_gone_then_the_delivery_fails_and_the_endpoint_is_disabled() {
 
 #[tokio::test]
 async fn given_a_302_to_another_address_then_it_is_recorded_as_a_302_failure_and_not_followed() {
-    let _guard = shared();
+    let _guard = shared().await;
     // The redirect target is a second local listener that must never see a connection.
     let target = Chaos::start(answer(200, &[], b"followed")).await;
     let location = format!("location: {}", target.url());
@@ -450,7 +452,7 @@ async fn given_a_302_to_another_address_then_it_is_recorded_as_a_302_failure_and
 
 #[tokio::test]
 async fn given_a_50_mb_answer_then_4096_bytes_are_kept_and_memory_stays_bounded() {
-    let _exclusive = MEMORY.write().unwrap_or_else(|e| e.into_inner());
+    let _exclusive = MEMORY.write().await;
     const SIZE: usize = 50 * 1024 * 1024;
     let chaos = Chaos::start(Mode::Huge(SIZE)).await;
 
@@ -486,7 +488,7 @@ async fn answer_url() -> String {
 
 #[tokio::test]
 async fn given_a_receiver_answering_200_then_the_delivery_succeeds_with_its_answer_captured() {
-    let _guard = shared();
+    let _guard = shared().await;
     let chaos = Chaos::start(answer(204, &[], b"")).await;
     let d = dispatch(&chaos.url()).await;
     assert_eq!(d.delivery["status"], "succeeded");

@@ -223,7 +223,8 @@ async fn given_a_blocked_literal_already_stored_when_dispatching_then_the_sender
     env.endpoint(&tenant, json!({ "url": format!("http://127.0.0.1:{port}/hook") })).await;
     env.endpoint(&tenant, json!({ "url": format!("http://0x7f.1:{port}/hook") })).await;
     env.endpoint(&tenant, json!({ "url": format!("http://localhost:{port}/hook") })).await;
-    let sender = Arc::new(HttpSender::new(AddressPolicy::default(), Arc::new(StaticResolver::default()), "Skyhook/ssrf"));
+    let sender =
+        Arc::new(HttpSender::new(AddressPolicy::default(), Arc::new(StaticResolver::default()), "Skyhook/ssrf"));
 
     env.publish(&tenant, json!({ "order": 2 })).await;
     env.service.sweep_fanout(10).await.unwrap();

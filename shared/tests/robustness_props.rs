@@ -62,7 +62,9 @@ fn assert_field_error(status: u16, body: &Value, allowed: &[&str]) -> Result<(),
     for e in errors.unwrap() {
         let field = e["field"].as_str().unwrap_or("");
         prop_assert!(
-            allowed.iter().any(|a| field == *a || field.starts_with(&format!("{a}.")) || field.starts_with(&format!("{a}["))),
+            allowed
+                .iter()
+                .any(|a| field == *a || field.starts_with(&format!("{a}.")) || field.starts_with(&format!("{a}["))),
             "unexpected field {} in {}",
             field,
             body
@@ -83,10 +85,9 @@ fn given_random_strings_when_validated_directly_then_no_panic_and_errors_name_th
     let strategy = (nasty(), nasty(), proptest::collection::btree_map(nasty(), nasty(), 0..24), nasty());
     runner
         .run(&strategy, |(name, url, headers, description)| {
-            for (validator, field) in [
-                (validate::name as fn(&mut Violations, &str, &str), "name"),
-                (validate::event_type_name, "eventType"),
-            ] {
+            for (validator, field) in
+                [(validate::name as fn(&mut Violations, &str, &str), "name"), (validate::event_type_name, "eventType")]
+            {
                 let mut v = Violations::new();
                 validator(&mut v, field, &name);
                 if let Err(skyhook::service::ServiceError::Validation(errors)) = v.into_result() {
@@ -100,8 +101,10 @@ fn given_random_strings_when_validated_directly_then_no_panic_and_errors_name_th
             if let Err(skyhook::service::ServiceError::Validation(errors)) = v.into_result() {
                 for e in errors {
                     prop_assert!(
-                        e.field == "headers" || e.field.starts_with("headers.")
-                            || e.field == "metadata" || e.field.starts_with("metadata.")
+                        e.field == "headers"
+                            || e.field.starts_with("headers.")
+                            || e.field == "metadata"
+                            || e.field.starts_with("metadata.")
                             || e.field == "description",
                         "{}",
                         e.field
@@ -110,7 +113,8 @@ fn given_random_strings_when_validated_directly_then_no_panic_and_errors_name_th
             }
             for require_https in [true, false] {
                 for allow_loopback in [true, false] {
-                    if let Err(rejection) = check_url_at_create(&url, require_https, &AddressPolicy { allow_loopback }) {
+                    if let Err(rejection) = check_url_at_create(&url, require_https, &AddressPolicy { allow_loopback })
+                    {
                         prop_assert!(!rejection.message().is_empty());
                     }
                 }
@@ -157,7 +161,8 @@ fn given_random_fields_when_creating_resources_through_the_api_then_201_or_a_fie
                     assert_field_error(status, &body, &["name"])?;
                 }
                 // endpoints
-                let mut fields = json!({ "url": url, "headers": headers, "eventTypes": event_types, "description": name });
+                let mut fields =
+                    json!({ "url": url, "headers": headers, "eventTypes": event_types, "description": name });
                 if let Some(n) = max_attempts {
                     fields["maxAttempts"] = json!(n);
                 }
@@ -290,7 +295,11 @@ fn given_random_strings_as_cursor_on_every_list_then_400_on_field_cursor() {
     ];
     let real: Vec<String> = rt.block_on(async {
         let mut real = Vec::new();
-        for (path, token) in [("/v1/endpoints?limit=1", &tenant.key), ("/v1/applications?limit=1", &admin), ("/v1/event-types?limit=1", &tenant.key)] {
+        for (path, token) in [
+            ("/v1/endpoints?limit=1", &tenant.key),
+            ("/v1/applications?limit=1", &admin),
+            ("/v1/event-types?limit=1", &tenant.key),
+        ] {
             let page = env.ok("GET", path, Some(token), None).await;
             real.push(page["nextCursor"].as_str().expect("a next cursor").to_string());
         }
@@ -325,10 +334,12 @@ fn given_random_strings_as_cursor_on_every_list_then_400_on_field_cursor() {
         .unwrap();
     // A real cursor is accepted by its own list, refused by every other one.
     rt.block_on(async {
-        let (status, _, _) = env.call("GET", &format!("/v1/endpoints?cursor={}", encode(&real[0])), Some(&tenant.key), None).await;
+        let (status, _, _) =
+            env.call("GET", &format!("/v1/endpoints?cursor={}", encode(&real[0])), Some(&tenant.key), None).await;
         assert_eq!(status, 200);
         for (path, token) in &lists[1..] {
-            let (status, body, _) = env.call("GET", &format!("{path}?cursor={}", encode(&real[0])), Some(token), None).await;
+            let (status, body, _) =
+                env.call("GET", &format!("{path}?cursor={}", encode(&real[0])), Some(token), None).await;
             assert_eq!(status, 400, "{path}: {body}");
             assert_eq!(body["errors"][0]["field"], "cursor");
         }
@@ -406,13 +417,27 @@ fn path() -> impl Strategy<Value = (Option<Method>, String)> {
 
 fn query() -> impl Strategy<Value = String> {
     let key = prop_oneof![
-        Just("limit".to_string()), Just("cursor".to_string()), Just("status".to_string()),
-        Just("eventType".to_string()), Just("from".to_string()), Just("to".to_string()), Just("isActive".to_string()),
-        Just("eventId".to_string()), Just("endpointId".to_string()), Just("since".to_string()), nasty(),
+        Just("limit".to_string()),
+        Just("cursor".to_string()),
+        Just("status".to_string()),
+        Just("eventType".to_string()),
+        Just("from".to_string()),
+        Just("to".to_string()),
+        Just("isActive".to_string()),
+        Just("eventId".to_string()),
+        Just("endpointId".to_string()),
+        Just("since".to_string()),
+        nasty(),
     ];
     let value = prop_oneof![
-        Just("-1".to_string()), Just("0".to_string()), Just("251".to_string()), Just("99999999999999999999".to_string()),
-        Just("2026-01-31T12:00:00Z".to_string()), Just("yesterday".to_string()), Just("true".to_string()), nasty(),
+        Just("-1".to_string()),
+        Just("0".to_string()),
+        Just("251".to_string()),
+        Just("99999999999999999999".to_string()),
+        Just("2026-01-31T12:00:00Z".to_string()),
+        Just("yesterday".to_string()),
+        Just("true".to_string()),
+        nasty(),
     ];
     prop_oneof![
         1 => Just(String::new()),
@@ -436,13 +461,7 @@ fn given_random_methods_paths_and_queries_then_the_router_never_answers_5xx_nor_
     let statuses: RefCell<BTreeMap<u16, usize>> = RefCell::default();
     let tried = Cell::new(0usize);
     let mut runner = runner();
-    let strategy = (
-        method(),
-        path(),
-        query(),
-        0..credentials.len(),
-        proptest::collection::vec(any::<u8>(), 0..64),
-    );
+    let strategy = (method(), path(), query(), 0..credentials.len(), proptest::collection::vec(any::<u8>(), 0..64));
     let mut config = runner.config().clone();
     config.cases = CASES * 4;
     runner = TestRunner::new(config);

@@ -31,6 +31,9 @@ pub struct BulkRetryResult {
     pub truncated: bool,
 }
 
+/// How far back a repeated retry looks for a retry that was written but not queued.
+const UNSENT_RETRY_WINDOW_MS: i64 = 60 * 60 * 1000;
+
 impl Skyhook {
     pub async fn list_deliveries(
         &self,
@@ -129,9 +132,36 @@ impl Skyhook {
             )));
         }
         if let Some(newer) = &original.retried_by {
+            // A retry written but never queued (the queue failed and the
+            // caller was told to try again) is queued now instead of refused.
+            if let Some(unsent) = self.unsent_retry(&original).await? {
+                self.enqueue(std::slice::from_ref(&unsent)).await?;
+                return Ok(unsent);
+            }
             return Err(ServiceError::Conflict(format!("delivery was already retried as {newer}")));
         }
         self.retry_one(&original).await
+    }
+
+    /// The retry of `original` if it exists, is recent, and has not started:
+    /// possibly never queued. Only recent ones are looked at, so a bulk retry
+    /// over a long history does not read every old retry.
+    async fn unsent_retry(&self, original: &Delivery) -> ServiceResult<Option<Delivery>> {
+        let Some(newer) = &original.retried_by else { return Ok(None) };
+        let created = newer
+            .as_str()
+            .strip_prefix("dlv_")
+            .and_then(|u| ulid::Ulid::from_string(u).ok())
+            .map(|u| u.timestamp_ms() as i64)
+            .unwrap_or(0);
+        if self.clock.now().timestamp_millis() - created > UNSENT_RETRY_WINDOW_MS {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .get_delivery(&original.application_id, newer)
+            .await?
+            .filter(|retry| retry.status == DeliveryStatus::Pending && retry.attempt_count == 0))
     }
 
     async fn retry_one(&self, original: &Delivery) -> ServiceResult<Delivery> {
@@ -193,7 +223,7 @@ impl Skyhook {
         'pages: loop {
             let found = self.store.list_deliveries(&app.application_id, &filter, &page).await?;
             for delivery in found.items {
-                if delivery.retried_by.is_none() {
+                if delivery.retried_by.is_none() || self.unsent_retry(&delivery).await?.is_some() {
                     if candidates.len() == MAX_BULK_RETRY {
                         truncated = true;
                         break 'pages;
@@ -208,6 +238,11 @@ impl Skyhook {
         }
         let mut delivery_ids = Vec::with_capacity(candidates.len());
         for original in &candidates {
+            if let Some(unsent) = self.unsent_retry(original).await? {
+                self.enqueue(std::slice::from_ref(&unsent)).await?;
+                delivery_ids.push(unsent.id);
+                continue;
+            }
             match self.retry_one(original).await {
                 Ok(retry) => delivery_ids.push(retry.id),
                 // Retried concurrently, or its event/endpoint is gone: skip it.

@@ -513,7 +513,9 @@ impl<S: Store + ?Sized> EndpointStore for FaultyStore<S> {
         self.plan.around("list_endpoints", ids(&[app_id]), self.inner.list_endpoints(app_id, filter, page)).await
     }
     async fn update_endpoint(&self, endpoint: &Endpoint, expected_updated_at: Timestamp) -> StoreResult<bool> {
-        self.plan.around("update_endpoint", ids(&[&endpoint.id]), self.inner.update_endpoint(endpoint, expected_updated_at)).await
+        self.plan
+            .around("update_endpoint", ids(&[&endpoint.id]), self.inner.update_endpoint(endpoint, expected_updated_at))
+            .await
     }
     async fn delete_endpoint(&self, app_id: &Id, id: &Id) -> StoreResult<bool> {
         self.plan.around("delete_endpoint", ids(&[app_id, id]), self.inner.delete_endpoint(app_id, id)).await
