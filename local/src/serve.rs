@@ -88,8 +88,13 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         visibility_timeout: Duration::from_secs(args.visibility_timeout.max(1)),
         ..SqliteQueueConfig::default()
     };
-    let queue: Arc<dyn Queue> =
-        Arc::new(SqliteQueue::open(&db_path, "deliveries", queue_config, Arc::clone(&clock)).map_err(|e| e.to_string())?);
+    // The queue shares the store's writer thread: the writes of a fan-out or
+    // of an attempt and its message commit together, one fsync per group.
+    let sqlite_queue = Arc::new(
+        SqliteQueue::open_with_store(&store, "deliveries", queue_config, Arc::clone(&clock))
+            .map_err(|e| e.to_string())?,
+    );
+    let queue: Arc<dyn Queue> = sqlite_queue.clone();
 
     let retry_schedule = match &args.retry_schedule {
         Some(spec) => RetrySchedule::parse(spec, args.retry_jitter).map_err(|e| e.to_string())?,
@@ -99,7 +104,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let config = ServiceConfig {
         retry_schedule,
         require_https: args.require_https,
-        address_policy: policy.clone(),
+        address_policy: policy,
         ..ServiceConfig::default()
     };
     let fanout_wakeup = Arc::new(Notify::new());
@@ -111,10 +116,15 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let sender = Arc::new(HttpSender::system(policy, &format!("Skyhook/{}", skyhook::VERSION)));
     let dispatcher = Arc::new(Dispatcher::new(Arc::clone(&service), sender));
 
-    let listener = TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener =
+        TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     if first_start && args.admin_token.is_none() {
-        println!("Generated admin token (kept in {}): {}", args.data_dir.join("secrets.json").display(), material.admin_token);
+        println!(
+            "Generated admin token (kept in {}): {}",
+            args.data_dir.join("secrets.json").display(),
+            material.admin_token
+        );
     }
     println!("Skyhook {} listening on http://{address} (data in {})", skyhook::VERSION, args.data_dir.display());
     tracing::info!(%address, loopback_allowed = args.allow_loopback, "skyhook serve started");
@@ -122,7 +132,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let http = tokio::spawn(crate::http_server::run(listener, Arc::clone(&service), shutdown_rx.clone()));
     let fanout = tokio::spawn(fanout_worker(Arc::clone(&service), fanout_wakeup, shutdown_rx.clone()));
-    let delivery = tokio::spawn(dispatch_worker(dispatcher, queue, args.concurrency.max(1), shutdown_rx));
+    let delivery = tokio::spawn(dispatch_worker(dispatcher, sqlite_queue, args.concurrency.max(1), shutdown_rx));
 
     wait_for_signal().await;
     tracing::info!("shutting down: finishing requests and deliveries in flight");
@@ -148,13 +158,17 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Events fanned out at the same time by one sweep: their writes share the
+/// group commit (one fsync for all of them).
+const FANOUT_CONCURRENCY: usize = 128;
+
 /// The embedded backend's outbox: fans out events written but not yet fanned
 /// out, woken by each publish and swept every second (and at start, which
 /// picks up whatever a crash left behind).
 async fn fanout_worker(service: Arc<Skyhook>, wakeup: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     loop {
         loop {
-            match service.sweep_fanout(200).await {
+            match service.sweep_fanout_concurrent(FANOUT_CONCURRENCY * 2, FANOUT_CONCURRENCY).await {
                 Ok(0) => break,
                 Ok(_) => continue,
                 Err(err) => {
@@ -174,16 +188,39 @@ async fn fanout_worker(service: Arc<Skyhook>, wakeup: Arc<Notify>, mut shutdown:
     }
 }
 
+/// Receive loops running at once. One receive is one group commit (it
+/// hides the messages it returns), so a single loop could take at most ten
+/// messages per fsync; a few keep the dispatcher fed without many idle
+/// pollers re-reading the queue on every send.
+const RECEIVERS: usize = 4;
+
 /// Receives batches of ten and handles them concurrently, up to
 /// `concurrency` deliveries in flight.
 async fn dispatch_worker(
     dispatcher: Arc<Dispatcher>,
-    queue: Arc<dyn Queue>,
+    queue: Arc<SqliteQueue>,
     concurrency: usize,
     shutdown: watch::Receiver<bool>,
 ) {
     let batches = (concurrency / 10).max(1);
     let permits = Arc::new(Semaphore::new(batches));
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..RECEIVERS.min(batches) {
+        loops.spawn(receive_loop(Arc::clone(&dispatcher), Arc::clone(&queue), Arc::clone(&permits), shutdown.clone()));
+    }
+    while loops.join_next().await.is_some() {}
+    // Wait for the batches in flight (bounded by the endpoint timeout).
+    let _ = tokio::time::timeout(Duration::from_secs(35), permits.acquire_many(batches as u32)).await;
+}
+
+/// Takes a permit, receives up to ten messages and hands them to a task
+/// that sends them and deletes the finished ones; until shutdown.
+async fn receive_loop(
+    dispatcher: Arc<Dispatcher>,
+    queue: Arc<SqliteQueue>,
+    permits: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+) {
     while !*shutdown.borrow() {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
         let messages = match queue.receive(10, Duration::from_millis(500)).await {
@@ -201,16 +238,25 @@ async fn dispatch_worker(
         let queue = Arc::clone(&queue);
         tokio::spawn(async move {
             let outcomes = dispatcher.handle_batch(&messages).await;
-            for (message, outcome) in messages.iter().zip(outcomes) {
-                if outcome == MessageOutcome::Done
-                    && let Err(err) = queue.delete(&message.receipt_handle).await
-                {
-                    tracing::warn!(error = %err, "could not delete a finished message; it will be seen again and skipped");
+            // The finished ones in one write, as DeleteMessageBatch would.
+            let done: Vec<String> = messages
+                .iter()
+                .zip(outcomes)
+                .filter(|(_, outcome)| *outcome == MessageOutcome::Done)
+                .map(|(message, _)| message.receipt_handle.clone())
+                .collect();
+            let finished = done.len();
+            match queue.delete_batch(done).await {
+                Ok(deleted) if deleted < finished => tracing::warn!(
+                    stale = finished - deleted,
+                    "some finished messages were received again meanwhile; they will be seen again and skipped"
+                ),
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not delete finished messages; they will be seen again and skipped")
                 }
             }
             drop(permit);
         });
     }
-    // Wait for the batches in flight (bounded by the endpoint timeout).
-    let _ = tokio::time::timeout(Duration::from_secs(35), permits.acquire_many(batches as u32)).await;
 }

@@ -219,11 +219,16 @@ impl Skyhook {
         };
         let mut page = PageRequest::first(MAX_PAGE_LIMIT);
         let mut candidates = Vec::new();
+        let mut unsent = Vec::new();
         let mut truncated = false;
         'pages: loop {
             let found = self.store.list_deliveries(&app.application_id, &filter, &page).await?;
             for delivery in found.items {
-                if delivery.retried_by.is_none() || self.unsent_retry(&delivery).await?.is_some() {
+                if delivery.retried_by.is_some() {
+                    // Already retried; re-queue its retry if it may never have been queued.
+                    // Not counted: this call did not create it.
+                    unsent.extend(self.unsent_retry(&delivery).await?);
+                } else {
                     if candidates.len() == MAX_BULK_RETRY {
                         truncated = true;
                         break 'pages;
@@ -237,12 +242,8 @@ impl Skyhook {
             }
         }
         let mut delivery_ids = Vec::with_capacity(candidates.len());
+        self.enqueue(&unsent).await?;
         for original in &candidates {
-            if let Some(unsent) = self.unsent_retry(original).await? {
-                self.enqueue(std::slice::from_ref(&unsent)).await?;
-                delivery_ids.push(unsent.id);
-                continue;
-            }
             match self.retry_one(original).await {
                 Ok(retry) => delivery_ids.push(retry.id),
                 // Retried concurrently, or its event/endpoint is gone: skip it.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use super::Skyhook;
 use crate::domain::limits::AUTO_DISABLE_AFTER_DAYS;
@@ -66,11 +67,14 @@ pub struct Dispatcher {
 /// nothing is staler than the batch itself; errors are not remembered.
 #[derive(Default)]
 struct BatchMemo {
-    endpoints: Mutex<HashMap<(Id, Id), Arc<tokio::sync::OnceCell<Option<Endpoint>>>>>,
-    events: Mutex<HashMap<(Id, Id), Arc<tokio::sync::OnceCell<Option<Event>>>>>,
+    endpoints: MemoMap<Option<Endpoint>>,
+    events: MemoMap<Option<Event>>,
 }
 
-fn memo_cell<T>(map: &Mutex<HashMap<(Id, Id), Arc<tokio::sync::OnceCell<T>>>>, key: (Id, Id)) -> Arc<tokio::sync::OnceCell<T>> {
+/// One lookup per (application id, id), shared by whoever asks first.
+type MemoMap<T> = Mutex<HashMap<(Id, Id), Arc<tokio::sync::OnceCell<T>>>>;
+
+fn memo_cell<T>(map: &MemoMap<T>, key: (Id, Id)) -> Arc<tokio::sync::OnceCell<T>> {
     Arc::clone(map.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default())
 }
 
@@ -116,17 +120,23 @@ impl Dispatcher {
             self.set_visibility(message, Duration::ZERO).await;
             return MessageOutcome::RetryLater;
         };
-        let span = tracing::info_span!("delivery", delivery_id = %task.delivery_id, application_id = %task.application_id);
-        let _enter = span.enter();
-        match self.attempt(&task, message, memo).await {
-            Ok(outcome) => outcome,
-            Err(err) => {
-                tracing::warn!(error = %err, "delivery attempt could not be completed; will retry");
-                let delay = self.service.config().retry_schedule.shortest();
-                self.set_visibility(message, delay).await;
-                MessageOutcome::RetryLater
+        let span =
+            tracing::info_span!("delivery", delivery_id = %task.delivery_id, application_id = %task.application_id);
+        // `instrument`, not `span.enter()`: an entered guard held across an
+        // `.await` leaks the span into whatever else runs on the thread.
+        async {
+            match self.attempt(&task, message, memo).await {
+                Ok(outcome) => outcome,
+                Err(err) => {
+                    tracing::warn!(error = %err, "delivery attempt could not be completed; will retry");
+                    let delay = self.service.config().retry_schedule.shortest();
+                    self.set_visibility(message, delay).await;
+                    MessageOutcome::RetryLater
+                }
             }
         }
+        .instrument(span)
+        .await
     }
 
     async fn set_visibility(&self, message: &ReceivedMessage, delay: Duration) {
@@ -161,7 +171,11 @@ impl Dispatcher {
             && next - EARLY_SLACK > now
         {
             if duplicate {
-                tracing::info!(receive_count = message.receive_count, attempts = delivery.attempt_count, "duplicate receive; waiting for the next attempt");
+                tracing::info!(
+                    receive_count = message.receive_count,
+                    attempts = delivery.attempt_count,
+                    "duplicate receive; waiting for the next attempt"
+                );
             }
             // Came back early (a crash before the visibility change, or a duplicate): wait again.
             let wait = (next - now).to_std().unwrap_or_default();
@@ -250,11 +264,17 @@ impl Dispatcher {
     /// Lost the race to record an attempt: this message may now be the only
     /// live copy (the other worker's receipt may be stale), so it keeps the
     /// chain going unless the delivery is finished.
-    async fn after_lost_race(&self, app_id: &Id, delivery_id: &Id, message: &ReceivedMessage) -> Result<MessageOutcome, StoreError> {
+    async fn after_lost_race(
+        &self,
+        app_id: &Id,
+        delivery_id: &Id,
+        message: &ReceivedMessage,
+    ) -> Result<MessageOutcome, StoreError> {
         let now = self.service.clock().now();
         match self.service.store().get_delivery(app_id, delivery_id).await? {
             Some(current) if !current.status.is_final() => {
-                let wait = current.next_attempt_at.map(|next| (next - now).to_std().unwrap_or_default()).unwrap_or_default();
+                let wait =
+                    current.next_attempt_at.map(|next| (next - now).to_std().unwrap_or_default()).unwrap_or_default();
                 self.set_visibility(message, wait).await;
                 Ok(MessageOutcome::RetryLater)
             }
@@ -277,7 +297,8 @@ impl Dispatcher {
         let mut keys = Vec::with_capacity(2);
         let current = secret_box.open(&endpoint.secret_encrypted).map_err(|e| e.to_string())?;
         keys.push(decode_secret(&current).map_err(|e| e.to_string())?);
-        if let (Some(previous), Some(until)) = (&endpoint.previous_secret_encrypted, endpoint.previous_secret_expires_at)
+        if let (Some(previous), Some(until)) =
+            (&endpoint.previous_secret_encrypted, endpoint.previous_secret_expires_at)
             && until > now
         {
             let previous = secret_box.open(previous).map_err(|e| e.to_string())?;
@@ -407,7 +428,10 @@ impl Dispatcher {
             match endpoint.failing_since {
                 None => store.set_endpoint_failing_since(&endpoint.application_id, &endpoint.id, Some(now)).await,
                 Some(since) if now - since >= chrono::Duration::days(AUTO_DISABLE_AFTER_DAYS) => {
-                    let reason = format!("every delivery failed for {AUTO_DISABLE_AFTER_DAYS} days (since {})", since.to_rfc3339());
+                    let reason = format!(
+                        "every delivery failed for {AUTO_DISABLE_AFTER_DAYS} days (since {})",
+                        since.to_rfc3339()
+                    );
                     store.disable_endpoint(&endpoint.application_id, &endpoint.id, &reason, now).await
                 }
                 Some(_) => Ok(()),

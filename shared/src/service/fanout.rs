@@ -22,8 +22,10 @@ use crate::ports::{DeliveryFilter, EndpointFilter, OutgoingMessage, PageRequest}
 /// sweep however many of the sweep's events share them.
 #[derive(Default)]
 struct EndpointMemo {
-    cells: Mutex<HashMap<(Id, String), Arc<OnceCell<Vec<Endpoint>>>>>,
+    cells: Mutex<HashMap<(Id, String), EndpointCell>>,
 }
+
+type EndpointCell = Arc<OnceCell<Vec<Endpoint>>>;
 
 /// Runs the futures concurrently on the current task; outputs in order.
 async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
@@ -201,7 +203,8 @@ impl Skyhook {
         if deliveries.is_empty() {
             return Ok(());
         }
-        let messages = deliveries.iter().map(|d| OutgoingMessage::now(DeliveryTask::for_delivery(d).to_body())).collect();
+        let messages =
+            deliveries.iter().map(|d| OutgoingMessage::now(DeliveryTask::for_delivery(d).to_body())).collect();
         self.queue.send_batch(messages).await?;
         Ok(())
     }

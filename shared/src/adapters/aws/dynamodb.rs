@@ -2129,7 +2129,12 @@ impl EndpointStore for DynamoStore {
 
     async fn update_endpoint(&self, endpoint: &Endpoint, expected_updated_at: Timestamp) -> StoreResult<bool> {
         let mut x = Expr::default();
-        let cond = format!("attribute_exists({}) AND {} = {}", x.n(PK), x.n(attr::UPDATED_AT), x.v(num(nanos(expected_updated_at))));
+        let cond = format!(
+            "attribute_exists({}) AND {} = {}",
+            x.n(PK),
+            x.n(attr::UPDATED_AT),
+            x.v(num(nanos(expected_updated_at)))
+        );
         let result = self
             .client
             .put_item()
@@ -2144,12 +2149,10 @@ impl EndpointStore for DynamoStore {
             Ok(_) => Ok(true),
             Err(e) => match sdk_err("PutItem", e) {
                 // Missing, or changed since it was read: tell the two apart.
-                StoreError::Conflict(_) => {
-                    match self.get_endpoint(&endpoint.application_id, &endpoint.id).await? {
-                        Some(_) => Err(StoreError::Conflict(format!("endpoint {} changed since it was read", endpoint.id))),
-                        None => Ok(false),
-                    }
-                }
+                StoreError::Conflict(_) => match self.get_endpoint(&endpoint.application_id, &endpoint.id).await? {
+                    Some(_) => Err(StoreError::Conflict(format!("endpoint {} changed since it was read", endpoint.id))),
+                    None => Ok(false),
+                },
                 other => Err(other),
             },
         }

@@ -46,7 +46,8 @@ use crate::ports::store::{
 const SCHEMA_VERSION: i64 = 1;
 const READER_CONNECTIONS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-const STATEMENT_CACHE: usize = 64;
+/// The store's and a shared queue's statements all fit (both use the writer).
+const STATEMENT_CACHE: usize = 128;
 const NANOS_PER_HOUR: i64 = 3_600 * 1_000_000_000;
 
 const SCHEMA: &str = r#"
@@ -250,8 +251,11 @@ impl Drop for TempFiles {
 /// the same file). Misses are not cached; each kind holds at most
 /// [`CACHE_CAPACITY`] entries.
 struct Cache<K, V> {
-    entries: Mutex<(u64, std::collections::HashMap<K, (std::time::Instant, V)>)>,
+    entries: Mutex<CacheEntries<K, V>>,
 }
+
+/// The generation (bumped by every clear) and the entries with their age.
+type CacheEntries<K, V> = (u64, std::collections::HashMap<K, (std::time::Instant, V)>);
 
 const CACHE_TTL: Duration = Duration::from_secs(2);
 const CACHE_CAPACITY: usize = 1024;
@@ -261,7 +265,7 @@ impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
         Cache { entries: Mutex::new((0, std::collections::HashMap::new())) }
     }
 
-    fn lock(&self) -> MutexGuard<'_, (u64, std::collections::HashMap<K, (std::time::Instant, V)>)> {
+    fn lock(&self) -> MutexGuard<'_, CacheEntries<K, V>> {
         self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -567,8 +571,8 @@ where
     }
 }
 
-/// Most calls committed together.
-const MAX_GROUP: usize = 256;
+/// Most calls committed together (one fsync for all of them).
+const MAX_GROUP: usize = 512;
 
 impl GroupWriter {
     pub(super) fn spawn(conn: Connection, thread_name: &str) -> std::io::Result<Self> {
@@ -1054,9 +1058,10 @@ fn insert_delivery(tx: &Connection, sql: &str, d: &Delivery) -> rusqlite::Result
 impl ApplicationStore for SqliteStore {
     async fn create_application(&self, app: &Application) -> StoreResult<()> {
         let app = app.clone();
-        let result = self.write(move |tx, _| {
-            tx.prepare_cached(&format!("INSERT INTO applications ({APP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))?
-                .execute(params![
+        let result = self
+            .write(move |tx, _| {
+                tx.prepare_cached(&format!("INSERT INTO applications ({APP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))?
+                    .execute(params![
                     app.id.as_str(),
                     app.name,
                     app.retention_days,
@@ -1064,9 +1069,9 @@ impl ApplicationStore for SqliteStore {
                     ts(app.created_at),
                     ts(app.updated_at)
                 ])?;
-            Ok(())
-        })
-        .await;
+                Ok(())
+            })
+            .await;
         self.inner.cache.applications.clear();
         result
     }
@@ -1078,13 +1083,14 @@ impl ApplicationStore for SqliteStore {
             Err(generation) => generation,
         };
         let id = id.clone();
-        let found = self.read(move |conn, _| {
-            Ok(conn
-                .prepare_cached(&format!("SELECT {APP_COLS} FROM applications WHERE id = ?1"))?
-                .query_row([id.as_str()], application_from_row)
-                .optional()?)
-        })
-        .await?;
+        let found = self
+            .read(move |conn, _| {
+                Ok(conn
+                    .prepare_cached(&format!("SELECT {APP_COLS} FROM applications WHERE id = ?1"))?
+                    .query_row([id.as_str()], application_from_row)
+                    .optional()?)
+            })
+            .await?;
         if let Some(value) = &found {
             self.inner.cache.applications.fill(generation, cache_key, value);
         }
@@ -1103,37 +1109,40 @@ impl ApplicationStore for SqliteStore {
 
     async fn update_application(&self, app: &Application) -> StoreResult<bool> {
         let app = app.clone();
-        let result = self.write(move |tx, _| {
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE applications SET name = ?2, retention_days = ?3, rate_limit = ?4, created_at = ?5, \
+        let result = self
+            .write(move |tx, _| {
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE applications SET name = ?2, retention_days = ?3, rate_limit = ?4, created_at = ?5, \
                      updated_at = ?6 WHERE id = ?1",
-                )?
-                .execute(params![
-                    app.id.as_str(),
-                    app.name,
-                    app.retention_days,
-                    app.rate_limit,
-                    ts(app.created_at),
-                    ts(app.updated_at)
-                ])?;
-            Ok(changed > 0)
-        })
-        .await;
+                    )?
+                    .execute(params![
+                        app.id.as_str(),
+                        app.name,
+                        app.retention_days,
+                        app.rate_limit,
+                        ts(app.created_at),
+                        ts(app.updated_at)
+                    ])?;
+                Ok(changed > 0)
+            })
+            .await;
         self.inner.cache.applications.clear();
         result
     }
 
     async fn delete_application(&self, id: &Id) -> StoreResult<bool> {
         let id = id.clone();
-        let result = self.write(move |tx, _| {
-            for table in ["attempts", "deliveries", "events", "endpoints", "event_types", "api_keys"] {
-                tx.prepare_cached(&format!("DELETE FROM {table} WHERE application_id = ?1"))?.execute([id.as_str()])?;
-            }
-            let deleted = tx.prepare_cached("DELETE FROM applications WHERE id = ?1")?.execute([id.as_str()])?;
-            Ok(deleted > 0)
-        })
-        .await;
+        let result = self
+            .write(move |tx, _| {
+                for table in ["attempts", "deliveries", "events", "endpoints", "event_types", "api_keys"] {
+                    tx.prepare_cached(&format!("DELETE FROM {table} WHERE application_id = ?1"))?
+                        .execute([id.as_str()])?;
+                }
+                let deleted = tx.prepare_cached("DELETE FROM applications WHERE id = ?1")?.execute([id.as_str()])?;
+                Ok(deleted > 0)
+            })
+            .await;
         self.inner.cache.clear_all();
         result
     }
@@ -1143,26 +1152,27 @@ impl ApplicationStore for SqliteStore {
 impl ApiKeyStore for SqliteStore {
     async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
         let key = key.clone();
-        let result = self.write(move |tx, _| {
-            let scopes = to_json(&key.scopes)?;
-            tx.prepare_cached(&format!(
-                "INSERT INTO api_keys ({KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-            ))?
-            .execute(params![
-                key.id.as_str(),
-                key.application_id.as_str(),
-                key.name,
-                key.prefix,
-                key.last4,
-                key.key_hash,
-                scopes,
-                ts(key.created_at),
-                opt_ts(key.revoked_at),
-                opt_ts(key.last_used_at),
-            ])?;
-            Ok(())
-        })
-        .await;
+        let result = self
+            .write(move |tx, _| {
+                let scopes = to_json(&key.scopes)?;
+                tx.prepare_cached(&format!(
+                    "INSERT INTO api_keys ({KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ))?
+                .execute(params![
+                    key.id.as_str(),
+                    key.application_id.as_str(),
+                    key.name,
+                    key.prefix,
+                    key.last4,
+                    key.key_hash,
+                    scopes,
+                    ts(key.created_at),
+                    opt_ts(key.revoked_at),
+                    opt_ts(key.last_used_at),
+                ])?;
+                Ok(())
+            })
+            .await;
         self.inner.cache.clear_api_keys();
         result
     }
@@ -1174,13 +1184,14 @@ impl ApiKeyStore for SqliteStore {
             Err(generation) => generation,
         };
         let id = id.clone();
-        let found = self.read(move |conn, _| {
-            Ok(conn
-                .prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"))?
-                .query_row([id.as_str()], api_key_from_row)
-                .optional()?)
-        })
-        .await?;
+        let found = self
+            .read(move |conn, _| {
+                Ok(conn
+                    .prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"))?
+                    .query_row([id.as_str()], api_key_from_row)
+                    .optional()?)
+            })
+            .await?;
         if let Some(value) = &found {
             self.inner.cache.api_keys.fill(generation, cache_key, value);
         }
@@ -1194,13 +1205,14 @@ impl ApiKeyStore for SqliteStore {
             Err(generation) => generation,
         };
         let key_hash = key_hash.to_string();
-        let found = self.read(move |conn, _| {
-            Ok(conn
-                .prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE key_hash = ?1"))?
-                .query_row([key_hash], api_key_from_row)
-                .optional()?)
-        })
-        .await?;
+        let found = self
+            .read(move |conn, _| {
+                Ok(conn
+                    .prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE key_hash = ?1"))?
+                    .query_row([key_hash], api_key_from_row)
+                    .optional()?)
+            })
+            .await?;
         if let Some(value) = &found {
             self.inner.cache.api_keys_by_hash.fill(generation, cache_key, value);
         }
@@ -1222,15 +1234,16 @@ impl ApiKeyStore for SqliteStore {
 
     async fn revoke_api_key(&self, app_id: &Id, id: &Id, at: Timestamp) -> StoreResult<bool> {
         let (app_id, id) = (app_id.clone(), id.clone());
-        let result = self.write(move |tx, _| {
-            let changed = tx
+        let result = self
+            .write(move |tx, _| {
+                let changed = tx
                 .prepare_cached(
                     "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3) WHERE id = ?1 AND application_id = ?2",
                 )?
                 .execute(params![id.as_str(), app_id.as_str(), ts(at)])?;
-            Ok(changed > 0)
-        })
-        .await;
+                Ok(changed > 0)
+            })
+            .await;
         self.inner.cache.clear_api_keys();
         result
     }
@@ -1240,27 +1253,28 @@ impl ApiKeyStore for SqliteStore {
 impl EventTypeStore for SqliteStore {
     async fn create_event_type(&self, event_type: &EventType) -> StoreResult<()> {
         let et = event_type.clone();
-        let result = self.write(move |tx, _| {
-            let schema = et.schema.as_ref().map(to_json).transpose()?;
-            tx.prepare_cached(&format!(
-                "INSERT INTO event_types ({EVENT_TYPE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-            ))?
-            .execute(params![
-                et.application_id.as_str(),
-                et.name,
-                et.description,
-                schema,
-                et.archived,
-                ts(et.created_at),
-                ts(et.updated_at)
-            ])
-            .map_err(|e| match map_err(e) {
-                StoreError::Conflict(_) => conflict(format!("event type {:?} exists", et.name)),
-                other => Failure::Store(other),
-            })?;
-            Ok(())
-        })
-        .await;
+        let result = self
+            .write(move |tx, _| {
+                let schema = et.schema.as_ref().map(to_json).transpose()?;
+                tx.prepare_cached(&format!(
+                    "INSERT INTO event_types ({EVENT_TYPE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ))?
+                .execute(params![
+                    et.application_id.as_str(),
+                    et.name,
+                    et.description,
+                    schema,
+                    et.archived,
+                    ts(et.created_at),
+                    ts(et.updated_at)
+                ])
+                .map_err(|e| match map_err(e) {
+                    StoreError::Conflict(_) => conflict(format!("event type {:?} exists", et.name)),
+                    other => Failure::Store(other),
+                })?;
+                Ok(())
+            })
+            .await;
         self.inner.cache.event_types.clear();
         result
     }
@@ -1272,15 +1286,16 @@ impl EventTypeStore for SqliteStore {
             Err(generation) => generation,
         };
         let (app_id, name) = (app_id.clone(), name.to_string());
-        let found = self.read(move |conn, _| {
-            Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_TYPE_COLS} FROM event_types WHERE application_id = ?1 AND name = ?2"
-                ))?
-                .query_row([app_id.as_str(), name.as_str()], event_type_from_row)
-                .optional()?)
-        })
-        .await?;
+        let found = self
+            .read(move |conn, _| {
+                Ok(conn
+                    .prepare_cached(&format!(
+                        "SELECT {EVENT_TYPE_COLS} FROM event_types WHERE application_id = ?1 AND name = ?2"
+                    ))?
+                    .query_row([app_id.as_str(), name.as_str()], event_type_from_row)
+                    .optional()?)
+            })
+            .await?;
         if let Some(value) = &found {
             self.inner.cache.event_types.fill(generation, cache_key, value);
         }
@@ -1322,38 +1337,40 @@ impl EventTypeStore for SqliteStore {
 
     async fn update_event_type(&self, event_type: &EventType) -> StoreResult<bool> {
         let et = event_type.clone();
-        let result = self.write(move |tx, _| {
-            let schema = et.schema.as_ref().map(to_json).transpose()?;
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE event_types SET description = ?3, schema = ?4, archived = ?5, created_at = ?6, \
+        let result = self
+            .write(move |tx, _| {
+                let schema = et.schema.as_ref().map(to_json).transpose()?;
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE event_types SET description = ?3, schema = ?4, archived = ?5, created_at = ?6, \
                      updated_at = ?7 WHERE application_id = ?1 AND name = ?2",
-                )?
-                .execute(params![
-                    et.application_id.as_str(),
-                    et.name,
-                    et.description,
-                    schema,
-                    et.archived,
-                    ts(et.created_at),
-                    ts(et.updated_at)
-                ])?;
-            Ok(changed > 0)
-        })
-        .await;
+                    )?
+                    .execute(params![
+                        et.application_id.as_str(),
+                        et.name,
+                        et.description,
+                        schema,
+                        et.archived,
+                        ts(et.created_at),
+                        ts(et.updated_at)
+                    ])?;
+                Ok(changed > 0)
+            })
+            .await;
         self.inner.cache.event_types.clear();
         result
     }
 
     async fn delete_event_type(&self, app_id: &Id, name: &str) -> StoreResult<bool> {
         let (app_id, name) = (app_id.clone(), name.to_string());
-        let result = self.write(move |tx, _| {
-            let deleted = tx
-                .prepare_cached("DELETE FROM event_types WHERE application_id = ?1 AND name = ?2")?
-                .execute([app_id.as_str(), name.as_str()])?;
-            Ok(deleted > 0)
-        })
-        .await;
+        let result = self
+            .write(move |tx, _| {
+                let deleted = tx
+                    .prepare_cached("DELETE FROM event_types WHERE application_id = ?1 AND name = ?2")?
+                    .execute([app_id.as_str(), name.as_str()])?;
+                Ok(deleted > 0)
+            })
+            .await;
         self.inner.cache.event_types.clear();
         result
     }
@@ -1388,16 +1405,17 @@ fn endpoint_values(ep: &Endpoint) -> Result<Vec<Value>, Failure> {
 impl EndpointStore for SqliteStore {
     async fn create_endpoint(&self, endpoint: &Endpoint) -> StoreResult<()> {
         let ep = endpoint.clone();
-        let result = self.write(move |tx, _| {
-            let values = endpoint_values(&ep)?;
-            tx.prepare_cached(&format!(
-                "INSERT INTO endpoints ({ENDPOINT_COLS}) VALUES \
+        let result = self
+            .write(move |tx, _| {
+                let values = endpoint_values(&ep)?;
+                tx.prepare_cached(&format!(
+                    "INSERT INTO endpoints ({ENDPOINT_COLS}) VALUES \
                  (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
-            ))?
-            .execute(params_from_iter(values))?;
-            Ok(())
-        })
-        .await;
+                ))?
+                .execute(params_from_iter(values))?;
+                Ok(())
+            })
+            .await;
         self.inner.cache.endpoints.clear();
         result
     }
@@ -1409,15 +1427,16 @@ impl EndpointStore for SqliteStore {
             Err(generation) => generation,
         };
         let (app_id, id) = (app_id.clone(), id.clone());
-        let found = self.read(move |conn, _| {
-            Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {ENDPOINT_COLS} FROM endpoints WHERE id = ?1 AND application_id = ?2"
-                ))?
-                .query_row([id.as_str(), app_id.as_str()], endpoint_from_row)
-                .optional()?)
-        })
-        .await?;
+        let found = self
+            .read(move |conn, _| {
+                Ok(conn
+                    .prepare_cached(&format!(
+                        "SELECT {ENDPOINT_COLS} FROM endpoints WHERE id = ?1 AND application_id = ?2"
+                    ))?
+                    .query_row([id.as_str(), app_id.as_str()], endpoint_from_row)
+                    .optional()?)
+            })
+            .await?;
         if let Some(value) = &found {
             self.inner.cache.endpoints.fill(generation, cache_key, value);
         }
@@ -1450,75 +1469,79 @@ impl EndpointStore for SqliteStore {
 
     async fn update_endpoint(&self, endpoint: &Endpoint, expected_updated_at: Timestamp) -> StoreResult<bool> {
         let ep = endpoint.clone();
-        let result = self.write(move |tx, _| {
-            let mut values = endpoint_values(&ep)?;
-            values.push(rusqlite::types::Value::from(ts(expected_updated_at)));
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE endpoints SET url = ?3, description = ?4, event_types = ?5, headers = ?6, \
+        let result = self
+            .write(move |tx, _| {
+                let mut values = endpoint_values(&ep)?;
+                values.push(rusqlite::types::Value::from(ts(expected_updated_at)));
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE endpoints SET url = ?3, description = ?4, event_types = ?5, headers = ?6, \
                      max_attempts = ?7, timeout_secs = ?8, payload_format = ?9, is_active = ?10, \
                      disabled_reason = ?11, metadata = ?12, secret_encrypted = ?13, secret_last4 = ?14, \
                      previous_secret_encrypted = ?15, previous_secret_expires_at = ?16, failing_since = ?17, \
                      created_at = ?18, updated_at = ?19 WHERE id = ?1 AND application_id = ?2 AND updated_at = ?20",
-                )?
-                .execute(params_from_iter(values))?;
-            if changed > 0 {
-                return Ok(true);
-            }
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM endpoints WHERE id = ?1 AND application_id = ?2")?
-                .exists([ep.id.as_str(), ep.application_id.as_str()])?;
-            if exists {
-                return Err(conflict(format!("endpoint {} changed since it was read", ep.id)));
-            }
-            Ok(false)
-        })
-        .await;
+                    )?
+                    .execute(params_from_iter(values))?;
+                if changed > 0 {
+                    return Ok(true);
+                }
+                let exists = tx
+                    .prepare_cached("SELECT 1 FROM endpoints WHERE id = ?1 AND application_id = ?2")?
+                    .exists([ep.id.as_str(), ep.application_id.as_str()])?;
+                if exists {
+                    return Err(conflict(format!("endpoint {} changed since it was read", ep.id)));
+                }
+                Ok(false)
+            })
+            .await;
         self.inner.cache.endpoints.clear();
         result
     }
 
     async fn delete_endpoint(&self, app_id: &Id, id: &Id) -> StoreResult<bool> {
         let (app_id, id) = (app_id.clone(), id.clone());
-        let result = self.write(move |tx, _| {
-            let deleted = tx
-                .prepare_cached("DELETE FROM endpoints WHERE id = ?1 AND application_id = ?2")?
-                .execute([id.as_str(), app_id.as_str()])?;
-            Ok(deleted > 0)
-        })
-        .await;
+        let result = self
+            .write(move |tx, _| {
+                let deleted = tx
+                    .prepare_cached("DELETE FROM endpoints WHERE id = ?1 AND application_id = ?2")?
+                    .execute([id.as_str(), app_id.as_str()])?;
+                Ok(deleted > 0)
+            })
+            .await;
         self.inner.cache.endpoints.clear();
         result
     }
 
     async fn set_endpoint_failing_since(&self, app_id: &Id, id: &Id, since: Option<Timestamp>) -> StoreResult<()> {
         let (app_id, id) = (app_id.clone(), id.clone());
-        let result = self.write(move |tx, _| {
-            // One nanosecond later: a new version for concurrent writers, and
-            // no visible jump for a field the API does not show.
-            tx.prepare_cached(
-                "UPDATE endpoints SET failing_since = ?3, updated_at = updated_at + 1 \
+        let result = self
+            .write(move |tx, _| {
+                // One nanosecond later: a new version for concurrent writers, and
+                // no visible jump for a field the API does not show.
+                tx.prepare_cached(
+                    "UPDATE endpoints SET failing_since = ?3, updated_at = updated_at + 1 \
                  WHERE id = ?1 AND application_id = ?2",
-            )?
-            .execute(params![id.as_str(), app_id.as_str(), opt_ts(since)])?;
-            Ok(())
-        })
-        .await;
+                )?
+                .execute(params![id.as_str(), app_id.as_str(), opt_ts(since)])?;
+                Ok(())
+            })
+            .await;
         self.inner.cache.endpoints.clear();
         result
     }
 
     async fn disable_endpoint(&self, app_id: &Id, id: &Id, reason: &str, at: Timestamp) -> StoreResult<()> {
         let (app_id, id, reason) = (app_id.clone(), id.clone(), reason.to_string());
-        let result = self.write(move |tx, _| {
-            tx.prepare_cached(
-                "UPDATE endpoints SET is_active = 0, disabled_reason = ?3, updated_at = MAX(updated_at + 1, ?4) \
+        let result = self
+            .write(move |tx, _| {
+                tx.prepare_cached(
+                    "UPDATE endpoints SET is_active = 0, disabled_reason = ?3, updated_at = MAX(updated_at + 1, ?4) \
                  WHERE id = ?1 AND application_id = ?2",
-            )?
-            .execute(params![id.as_str(), app_id.as_str(), reason, ts(at)])?;
-            Ok(())
-        })
-        .await;
+                )?
+                .execute(params![id.as_str(), app_id.as_str(), reason, ts(at)])?;
+                Ok(())
+            })
+            .await;
         self.inner.cache.endpoints.clear();
         result
     }
