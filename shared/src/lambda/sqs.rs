@@ -54,6 +54,11 @@ pub async fn handle_deliveries(
     let span =
         tracing::info_span!("deliveries_batch", request_id = %event.context.request_id, messages = messages.len());
     let outcomes = dispatcher.handle_batch(&messages).instrument(span).await;
+    // One Embedded Metric Format line per batch: CloudWatch turns it into
+    // metrics without an API call.
+    if let Some(emf) = dispatcher.take_metrics().to_emf("dispatcher", chrono::Utc::now().timestamp_millis()) {
+        println!("{emf}");
+    }
     let mut response = SqsBatchResponse::default();
     for (message, outcome) in messages.iter().zip(outcomes) {
         if outcome == MessageOutcome::RetryLater {

@@ -59,6 +59,7 @@ pub struct Dispatcher {
     service: Arc<Skyhook>,
     sender: Arc<dyn WebhookSender>,
     user_agent: String,
+    metrics: super::metrics::DeliveryMetrics,
 }
 
 /// Lookups shared by the messages of one batch: at fan-out N the batch's
@@ -83,7 +84,17 @@ const EARLY_SLACK: chrono::Duration = chrono::Duration::milliseconds(500);
 
 impl Dispatcher {
     pub fn new(service: Arc<Skyhook>, sender: Arc<dyn WebhookSender>) -> Self {
-        Dispatcher { service, sender, user_agent: format!("Skyhook/{}", crate::VERSION) }
+        Dispatcher {
+            service,
+            sender,
+            user_agent: format!("Skyhook/{}", crate::VERSION),
+            metrics: super::metrics::DeliveryMetrics::default(),
+        }
+    }
+
+    /// Attempts made since the last call (for Embedded Metric Format lines).
+    pub fn take_metrics(&self) -> super::metrics::Counts {
+        self.metrics.take()
     }
 
     pub fn service(&self) -> &Arc<Skyhook> {
@@ -403,6 +414,7 @@ impl Dispatcher {
         if !self.record(updated, attempt, expected).await? {
             return self.after_lost_race(&app_id, &delivery_id, message).await;
         }
+        self.metrics.record(succeeded, duration_ms);
         self.update_endpoint_health(&endpoint, succeeded, gone).await;
         match next_delay {
             Some(delay) => {

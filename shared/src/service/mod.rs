@@ -11,6 +11,7 @@ mod error;
 mod event_types;
 mod events;
 mod fanout;
+pub mod metrics;
 mod pagination;
 mod portal;
 mod rate_limit;
