@@ -45,6 +45,9 @@ if [ -f template.yaml ]; then
   AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 .venv/bin/sam validate --lint --template template.yaml
 fi
 
+step "build (the Lambda end-to-end tests run the real function binaries)"
+cargo build --workspace --all-features --bins --quiet
+
 step "tests"
 set +e
 cargo test --workspace --all-features --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/skyhook-test-output.txt"
