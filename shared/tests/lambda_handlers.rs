@@ -648,6 +648,46 @@ async fn given_a_fan_out_that_fails_then_its_sequence_number_is_reported_and_a_r
 }
 
 #[tokio::test]
+async fn given_a_delivery_message_handed_over_twice_on_dynamodb_then_the_attempt_is_recorded_once() {
+    // GIVEN an event fanned out on moto and its one delivery message
+    let d = deploy().await;
+    let (url, seen) = receiver().await;
+    let (app_id, key) = d.tenant().await;
+    d.endpoint(&key, &url).await;
+    let (_, published) = d.publish(&key).await;
+    let event_id = published["id"].as_str().unwrap().to_string();
+    let response = handle_stream(&d.service, lambda_event(d.stream_for(&app_id, &event_id))).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let messages = receive_n(&d.deliveries, 1).await;
+    assert_eq!(messages.len(), 1);
+    let task = skyhook::service::DeliveryTask::parse(&messages[0].body).expect("a delivery task");
+    let dispatcher = build_dispatcher(&d.service, &d.config).unwrap();
+
+    // WHEN Lambda invokes the dispatcher with the same batch twice at once
+    // (an SQS duplicate), and once more afterwards (a replayed invocation)
+    let (first, second) = tokio::join!(
+        handle_deliveries(&dispatcher, lambda_event(sqs_event_for(&messages))),
+        handle_deliveries(&dispatcher, lambda_event(sqs_event_for(&messages))),
+    );
+    let third = handle_deliveries(&dispatcher, lambda_event(sqs_event_for(&messages))).await.unwrap();
+
+    // THEN no copy is left for retry, and exactly one attempt, a success, is recorded
+    for response in [first.unwrap(), second.unwrap(), third] {
+        assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    }
+    let app = Id::parse(IdKind::Application, &app_id).unwrap();
+    let attempts = d.service.store().list_attempts(&app, &task.delivery_id).await.unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    let delivery = d.service.store().get_delivery(&app, &task.delivery_id).await.unwrap().unwrap();
+    assert_eq!(delivery.attempt_count, 1);
+    assert_eq!(delivery.status, skyhook::domain::DeliveryStatus::Succeeded);
+    // the endpoint may see the concurrent duplicate (same webhook-id), never the replay
+    let requests = seen.lock().unwrap().clone();
+    assert!((1..=2).contains(&requests.len()), "{} requests", requests.len());
+    assert!(requests.iter().all(|r| r.headers["webhook-id"] == event_id));
+}
+
+#[tokio::test]
 async fn given_the_ingest_fixture_then_valid_messages_publish_and_invalid_ones_return_at_once_for_the_dlq() {
     let d = deploy().await;
     let (app_id, key) = d.tenant().await;
