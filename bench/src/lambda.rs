@@ -13,8 +13,30 @@ use crate::aws::{Stack, http_event, http_response, moto, new_event_records, rece
 use crate::emulator::{Function, Outcome};
 use crate::net::{BoxError, median, peak_rss_kib};
 
-const FUNCTIONS: [&str; 9] =
-    ["applications", "api-keys", "event-types", "endpoints", "events", "deliveries", "ingest", "fanout", "dispatcher"];
+/// The order functions are measured in (any other function directory under
+/// `functions/` follows, invoked with `GET /`).
+const KNOWN: [&str; 10] = [
+    "applications",
+    "api-keys",
+    "event-types",
+    "endpoints",
+    "events",
+    "deliveries",
+    "console",
+    "ingest",
+    "fanout",
+    "dispatcher",
+];
+
+/// Every function of the workspace: the directories under `functions/`.
+fn functions() -> Vec<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../functions");
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    found.sort_by_key(|name| (KNOWN.iter().position(|k| k == name).unwrap_or(KNOWN.len()), name.clone()));
+    found
+}
 
 fn p90(samples: &mut [f64]) -> f64 {
     if samples.is_empty() {
@@ -34,7 +56,8 @@ struct Fixture {
 }
 
 pub async fn run(bin_dir: &Path, runs: usize) -> Result<Value, BoxError> {
-    for name in FUNCTIONS {
+    let names = functions();
+    for name in &names {
         if !bin_dir.join(name).exists() {
             return Err(format!("{} not built: cargo build --release --workspace", bin_dir.join(name).display()).into());
         }
@@ -86,7 +109,7 @@ pub async fn run(bin_dir: &Path, runs: usize) -> Result<Value, BoxError> {
     let _ = new_event_records(&stack, &mut stream_seen).await?;
 
     let mut out = Vec::new();
-    for name in FUNCTIONS {
+    for name in names.iter().map(String::as_str) {
         let size = std::fs::metadata(bin_dir.join(name))?.len();
         let (mut init, mut first, mut rss) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
@@ -108,13 +131,14 @@ pub async fn run(bin_dir: &Path, runs: usize) -> Result<Value, BoxError> {
                     http_response(warm_events.invoke(&publish_event(&fixture.key)).await)?;
                     new_event_records(&stack, &mut stream_seen).await?
                 }
+                "console" => http_event("GET", "/v1/openapi.json", "", None),
                 "dispatcher" => {
                     http_response(warm_events.invoke(&publish_event(&fixture.key)).await)?;
                     let records = new_event_records(&stack, &mut stream_seen).await?;
                     warm_fanout.invoke(&records).await;
                     receive_batch(&sqs, &stack.deliveries_url, 2).await?
                 }
-                _ => unreachable!(),
+                _ => http_event("GET", "/", "", None),
             };
             let function = Function::start(bin_dir, name, &env).await;
             init.push(function.init_duration().await.as_secs_f64() * 1000.0);
