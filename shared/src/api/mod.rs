@@ -111,9 +111,12 @@ pub async fn handle(service: &Skyhook, request: ApiRequest) -> ApiResponse {
 pub async fn handle_resource(service: &Skyhook, resource: Option<Resource>, request: ApiRequest) -> ApiResponse {
     let request_id = crate::crypto::random_token(9);
     let span = tracing::info_span!("request", request_id = %request_id, method = %request.method, path = %request.path);
-    let _enter = span.enter();
     let started = std::time::Instant::now();
-    let mut response = match route_and_run(service, resource, &request).await {
+    // `instrument`, not `enter`: a span entered across an `.await` leaks into
+    // whatever else runs on the thread meanwhile.
+    let routed = tracing::Instrument::instrument(route_and_run(service, resource, &request), span.clone()).await;
+    let _enter = span.enter();
+    let mut response = match routed {
         Ok(response) => response,
         Err(err) => problem::response(&err, &request.path),
     };
