@@ -56,11 +56,12 @@ impl ServeOptions {
         ServeOptions {
             skyhook,
             smoke: true,
-            throughput_secs: 1.0,
+            throughput_secs: 0.5,
             rate_secs: 1.0,
             rates: vec![50, 100, 200],
-            concurrency: 16,
-            drain_timeout: Duration::from_secs(60),
+            concurrency: 8,
+            // A debug build on a busy CI machine: generous, and still bounded.
+            drain_timeout: Duration::from_secs(120),
             only: Vec::new(),
         }
     }
@@ -203,6 +204,8 @@ struct RunLog {
     sent: Mutex<Vec<Sent>>,
     publish_ms: Mutex<Vec<f64>>,
     errors: AtomicU64,
+    /// Why publishes failed: `HTTP <status>` or the client's error.
+    error_kinds: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 async fn publish_one(client: &mut Client, key: &str, seq: u64, pad: &str, due: Instant, log: &RunLog) {
@@ -216,8 +219,13 @@ async fn publish_one(client: &mut Client, key: &str, seq: u64, pad: &str, due: I
             log.publish_ms.lock().unwrap().push(elapsed);
             log.sent.lock().unwrap().push(Sent { id, at: due });
         }
-        _ => {
+        other => {
             log.errors.fetch_add(1, Ordering::Relaxed);
+            let kind = match other {
+                Ok((status, _)) => format!("HTTP {status}"),
+                Err(err) => err.to_string(),
+            };
+            *log.error_kinds.lock().unwrap().entry(kind).or_default() += 1;
         }
     }
 }
@@ -298,6 +306,7 @@ async fn fixed_rate(
         "seconds": secs,
         "accepted": accepted,
         "errors": log.errors.load(Ordering::Relaxed),
+        "errorKinds": log.error_kinds.lock().unwrap().clone(),
         "achievedPerSec": round1(accepted as f64 / publish_window),
         "publish": publish,
         "publishToFirstAttempt": first_attempt,
@@ -356,6 +365,7 @@ async fn throughput(
         "publishSeconds": round1(publish_window),
         "events": events,
         "errors": log.errors.load(Ordering::Relaxed),
+        "errorKinds": log.error_kinds.lock().unwrap().clone(),
         "publishPerSec": round1(events as f64 / publish_window),
         "deliveries": delivered,
         "undelivered": missing,

@@ -192,7 +192,7 @@ async fn fanout_worker(service: Arc<Skyhook>, wakeup: Arc<Notify>, mut shutdown:
 /// hides the messages it returns), so a single loop could take at most ten
 /// messages per fsync; a few keep the dispatcher fed without many idle
 /// pollers re-reading the queue on every send.
-const RECEIVERS: usize = 4;
+const RECEIVERS: usize = 8;
 
 /// Receives batches of ten and handles them concurrently, up to
 /// `concurrency` deliveries in flight.
