@@ -9,6 +9,7 @@ pub mod adapters;
 pub mod api;
 pub mod crypto;
 pub mod domain;
+pub mod filter;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod ports;

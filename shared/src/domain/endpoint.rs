@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::controls::{DeliveryControls, SigningKeys};
 use super::{Id, Timestamp};
 
 /// What the endpoint receives as the request body.
@@ -45,6 +46,10 @@ pub struct Endpoint {
     /// Drives the auto-disable rule.
     #[serde(skip)]
     pub failing_since: Option<Timestamp>,
+    #[serde(flatten)]
+    pub controls: DeliveryControls,
+    #[serde(skip)]
+    pub signing_keys: SigningKeys,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]

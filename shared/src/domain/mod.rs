@@ -2,6 +2,7 @@
 
 pub mod api_key;
 pub mod application;
+pub mod controls;
 pub mod delivery;
 pub mod endpoint;
 pub mod event;
@@ -12,6 +13,7 @@ pub mod limits;
 pub use api_key::{ApiKey, Scope};
 pub use application::Application;
 pub use delivery::{AttemptError, Delivery, DeliveryAttempt, DeliveryStatus, ErrorCode, ResponseStatus};
+pub use controls::{CircuitBreakerSettings, DeliveryControls, SignatureScheme, SigningKeys};
 pub use endpoint::{Endpoint, PayloadFormat};
 pub use event::{Event, EventStatus};
 pub use event_type::EventType;

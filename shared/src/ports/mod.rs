@@ -2,11 +2,13 @@
 //! Each has an embedded adapter (SQLite) and an AWS adapter behind it.
 
 pub mod clock;
+pub mod control_state;
 pub mod queue;
 pub mod secrets;
 pub mod sender;
 pub mod store;
 
+pub use control_state::{ControlStateStore, StateRecord};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use queue::{OutgoingMessage, Queue, QueueError, ReceivedMessage};
 pub use secrets::{SecretMaterial, Secrets, SecretsError};

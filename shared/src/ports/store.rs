@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 
+use super::control_state::ControlStateStore;
 use crate::domain::{
     ApiKey, Application, Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, Event, EventStatus, EventType, Id,
     Timestamp,
@@ -230,7 +231,9 @@ pub trait DeliveryStore: Send + Sync {
 
 /// Everything Skyhook persists.
 #[async_trait]
-pub trait Store: ApplicationStore + ApiKeyStore + EventTypeStore + EndpointStore + EventStore + DeliveryStore {
+pub trait Store:
+    ApplicationStore + ApiKeyStore + EventTypeStore + EndpointStore + EventStore + DeliveryStore + ControlStateStore
+{
     /// `sqlite` or `dynamodb`, for `/v1/health`.
     fn backend_name(&self) -> &'static str;
     /// Cheap liveness check for `/v1/health`.

@@ -182,6 +182,8 @@ impl Skyhook {
             previous_secret_encrypted: None,
             previous_secret_expires_at: None,
             failing_since: None,
+            controls: Default::default(),
+            signing_keys: Default::default(),
             created_at: now,
             updated_at: now,
         };

@@ -193,6 +193,8 @@ pub fn endpoint(ctx: &Ctx, app: &Id, event_types: &[&str]) -> Endpoint {
         previous_secret_encrypted: Some("v1:nonce:ciphertext-previous".to_string()),
         previous_secret_expires_at: Some(now + Duration::hours(24)),
         failing_since: Some(now - Duration::hours(2)),
+        controls: Default::default(),
+        signing_keys: Default::default(),
         created_at: now,
         updated_at: now,
     }

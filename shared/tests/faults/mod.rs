@@ -45,7 +45,10 @@ use skyhook::adapters::local_secrets::StaticSecrets;
 use skyhook::adapters::sqlite::{SqliteQueue, SqliteQueueConfig, SqliteStore};
 use skyhook::api::{ApiRequest, handle};
 use skyhook::domain::{ApiKey, Application, Delivery, DeliveryAttempt, Endpoint, Event, EventType, Id, Timestamp};
-use skyhook::ports::{ApiKeyStore, ApplicationStore, DeliveryStore, EndpointStore, EventStore, EventTypeStore};
+use skyhook::ports::{
+    ApiKeyStore, ApplicationStore, ControlStateStore, DeliveryStore, EndpointStore, EventStore, EventTypeStore,
+    StateRecord,
+};
 use skyhook::ports::{
     AttemptRecord, Clock, DeliveryFilter, EndpointFilter, EndpointResponse, EndpointStats, EventFilter, InsertEvent,
     ManualClock, OutgoingMessage, OutgoingWebhook, Page, PageRequest, Queue, QueueError, ReceivedMessage,
@@ -408,6 +411,10 @@ pub const STORE_METHODS: &[&str] = &[
     "record_attempt",
     "insert_retry",
     "delete_delivery",
+    "get_record",
+    "put_record",
+    "list_records",
+    "add_to_counters",
     "ping",
 ];
 
@@ -599,6 +606,53 @@ impl<S: Store + ?Sized> DeliveryStore for FaultyStore<S> {
     }
     async fn delete_delivery(&self, app_id: &Id, id: &Id) -> StoreResult<bool> {
         self.plan.around("delete_delivery", ids(&[app_id, id]), self.inner.delete_delivery(app_id, id)).await
+    }
+}
+
+#[async_trait]
+impl<S: Store + ?Sized> ControlStateStore for FaultyStore<S> {
+    async fn get_record(&self, app_id: &Id, kind: &str, key: &str) -> StoreResult<Option<StateRecord>> {
+        self.plan.around("get_record", format!("{kind} {key}"), self.inner.get_record(app_id, kind, key)).await
+    }
+    async fn put_record(
+        &self,
+        app_id: &Id,
+        kind: &str,
+        key: &str,
+        body: &str,
+        expected_version: u64,
+        expires_at: Timestamp,
+    ) -> StoreResult<bool> {
+        let detail = format!("{kind} {key} v{expected_version}");
+        self.plan
+            .around("put_record", detail, self.inner.put_record(app_id, kind, key, body, expected_version, expires_at))
+            .await
+    }
+    async fn list_records(
+        &self,
+        app_id: &Id,
+        kind: &str,
+        key_prefix: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<StateRecord>> {
+        let detail = format!("{kind} {key_prefix}");
+        self.plan.around("list_records", detail, self.inner.list_records(app_id, kind, key_prefix, page)).await
+    }
+    async fn add_to_counters(
+        &self,
+        app_id: &Id,
+        key: &str,
+        deltas: [u64; 2],
+        limit: Option<u64>,
+        expires_at: Timestamp,
+    ) -> StoreResult<Option<[u64; 2]>> {
+        self.plan
+            .around(
+                "add_to_counters",
+                key.to_string(),
+                self.inner.add_to_counters(app_id, key, deltas, limit, expires_at),
+            )
+            .await
     }
 }
 

@@ -1721,6 +1721,8 @@ fn endpoint_from(item: &Item) -> StoreResult<Endpoint> {
         previous_secret_encrypted: r.opt_s(attr::PREVIOUS_SECRET)?,
         previous_secret_expires_at: r.opt_ts(attr::PREVIOUS_SECRET_EXPIRES_AT)?,
         failing_since: r.opt_ts(attr::FAILING_SINCE)?,
+        controls: Default::default(),
+        signing_keys: Default::default(),
         created_at: r.ts(attr::CREATED_AT)?,
         updated_at: r.ts(attr::UPDATED_AT)?,
     })
@@ -2719,5 +2721,22 @@ mod tests {
         assert_eq!((r.lo.as_deref(), r.hi.as_deref()), (Some("EP#"), Some("EP#b")));
         assert!(SkRange::default().at_least(Some("b".into())).below(Some("a".into())).is_empty());
         assert_eq!(prefix_end("EP#"), "EP$");
+    }
+}
+
+// TEMPORARY until the control-state adapter lands (same session).
+#[async_trait]
+impl crate::ports::ControlStateStore for DynamoStore {
+    async fn get_record(&self, _: &Id, _: &str, _: &str) -> StoreResult<Option<crate::ports::StateRecord>> {
+        Err(StoreError::Unavailable("control state not implemented yet".into()))
+    }
+    async fn put_record(&self, _: &Id, _: &str, _: &str, _: &str, _: u64, _: Timestamp) -> StoreResult<bool> {
+        Err(StoreError::Unavailable("control state not implemented yet".into()))
+    }
+    async fn list_records(&self, _: &Id, _: &str, _: &str, _: &PageRequest) -> StoreResult<Page<crate::ports::StateRecord>> {
+        Err(StoreError::Unavailable("control state not implemented yet".into()))
+    }
+    async fn add_to_counters(&self, _: &Id, _: &str, _: [u64; 2], _: Option<u64>, _: Timestamp) -> StoreResult<Option<[u64; 2]>> {
+        Err(StoreError::Unavailable("control state not implemented yet".into()))
     }
 }
