@@ -34,7 +34,7 @@ pub struct ServeOptions {
     pub concurrency: usize,
     /// Longest wait for every delivery of a run to arrive.
     pub drain_timeout: Duration,
-    /// Phases to run (`rates`, `fanout1`, `fanout10`); all when empty.
+    /// Phases to run (`rates`, `fanout1`, `fanout10`, `controls`); all when empty.
     pub only: Vec<String>,
 }
 
@@ -154,6 +154,7 @@ async fn setup_application(
     receiver: &Receiver,
     fanout: u16,
     first_index: u16,
+    controls: &Value,
 ) -> Result<String, BoxError> {
     let mut client = Client::new(server.address);
     let admin = format!("Bearer {}", server.admin_token);
@@ -182,9 +183,11 @@ async fn setup_application(
     }
     for index in first_index..first_index + fanout {
         let url = receiver.url(&format!("/e/{index}"));
-        let (status, body) = client
-            .post_json("/v1/endpoints", &[("x-api-key", &key)], &json!({"url": url, "eventTypes": [EVENT_TYPE]}))
-            .await?;
+        let mut endpoint = json!({"url": url, "eventTypes": [EVENT_TYPE]});
+        if let (Some(endpoint), Some(controls)) = (endpoint.as_object_mut(), controls.as_object()) {
+            endpoint.extend(controls.clone());
+        }
+        let (status, body) = client.post_json("/v1/endpoints", &[("x-api-key", &key)], &endpoint).await?;
         if status != 201 {
             return Err(format!("create endpoint: {status} {body}").into());
         }
@@ -463,8 +466,13 @@ pub async fn run(opts: ServeOptions) -> Result<Value, BoxError> {
     let server = Server::start(&opts.skyhook).await?;
     let pid = server.child.id();
     let result = async {
-        let key1 = setup_application(&server, &receiver, 1, 0).await?;
-        let key10 = setup_application(&server, &receiver, 10, 1).await?;
+        let key1 = setup_application(&server, &receiver, 1, 0, &Value::Null).await?;
+        let key10 = setup_application(&server, &receiver, 10, 1, &Value::Null).await?;
+        // Fan-out 10 with every endpoint filtered (a filter every event
+        // passes, so the deliveries are comparable) and ordered: one delivery
+        // at a time per endpoint, in publish order.
+        let controls = json!({"ordered": true, "filter": {"and": [{"field": "seq", "gte": 0}, {"field": "data", "exists": true}]}});
+        let key_controls = setup_application(&server, &receiver, 10, 11, &controls).await?;
         let wanted = |phase: &str| opts.only.is_empty() || opts.only.iter().any(|p| p == phase);
         let mut rates = Vec::new();
         for &rate in opts.rates.iter().filter(|_| wanted("rates")) {
@@ -479,6 +487,12 @@ pub async fn run(opts: ServeOptions) -> Result<Value, BoxError> {
         if wanted("fanout10") {
             eprintln!("throughput, fan-out 10, {} publishers, {} s", opts.concurrency, opts.throughput_secs);
             runs.push(throughput(&server, &receiver, &key10, 10, 1, &opts).await?);
+        }
+        if wanted("controls") {
+            eprintln!("throughput, fan-out 10, filtered + ordered endpoints, {} publishers", opts.concurrency);
+            let mut run = throughput(&server, &receiver, &key_controls, 10, 11, &opts).await?;
+            run["label"] = json!("fan-out 10, every endpoint filtered and ordered");
+            runs.push(run);
         }
         let rss = peak_rss_kib(pid);
         Ok::<_, BoxError>(json!({

@@ -61,7 +61,9 @@ fn given_the_skyhook_binary_when_the_bench_runs_in_smoke_mode_then_it_measures_e
         assert_eq!(rate["undelivered"], 0, "every accepted event was delivered: {rate}");
     }
     let throughput = serve["throughput"].as_array().unwrap();
-    assert_eq!(throughput.iter().map(|t| t["fanout"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 10]);
+    assert_eq!(throughput.iter().map(|t| t["fanout"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 10, 10]);
+    // The third run is fan-out 10 with every endpoint filtered and ordered.
+    assert!(throughput[2]["label"].as_str().unwrap().contains("ordered"));
     for run in throughput {
         assert!(run["deliveriesPerSec"].as_f64().unwrap() > 0.0, "{run}");
         assert_eq!(run["undelivered"], 0, "every accepted event was delivered: {run}");

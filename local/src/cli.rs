@@ -507,8 +507,9 @@ enum DeliveriesAction {
 
 #[derive(Args, Debug)]
 pub struct Verify {
-    /// The endpoint's signing secret (`whsec_…`).
-    #[arg(long, env = "SKYHOOK_ENDPOINT_SECRET", hide_env_values = true, value_name = "WHSEC")]
+    /// The endpoint's signing secret (`whsec_…`, checks `v1`) or its Ed25519
+    /// public key (`whpk_…`, checks `v1a`).
+    #[arg(long, env = "SKYHOOK_ENDPOINT_SECRET", hide_env_values = true, value_name = "WHSEC|WHPK")]
     secret: String,
     /// The `webhook-id` header.
     #[arg(long, value_name = "ID")]
@@ -1056,7 +1057,7 @@ fn deliveries_count(n: u64) -> String {
 fn verify(cmd: Verify) -> Result<(), String> {
     let body = read_input(&cmd.body_file)?;
     let now = chrono::Utc::now().timestamp();
-    match skyhook::signing::verify_signature(
+    match skyhook::signing::verify_with_key(
         &cmd.secret,
         &cmd.id,
         cmd.timestamp,

@@ -11,7 +11,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use skyhook::signing::{DEFAULT_TOLERANCE_SECS, verify_signature};
+use skyhook::signing::{DEFAULT_TOLERANCE_SECS, verify_with_key};
 use tokio::net::TcpListener;
 
 fn header<'a>(request: &'a http::request::Parts, name: &str) -> &'a str {
@@ -35,7 +35,7 @@ async fn receive(
         (None, _) => "signature not checked (no --secret)".to_string(),
         (Some(_), Err(_)) => "INVALID: missing webhook-timestamp".to_string(),
         (Some(secret), Ok(ts)) => {
-            match verify_signature(
+            match verify_with_key(
                 secret,
                 id,
                 ts,
@@ -64,7 +64,7 @@ fn reply(status: StatusCode) -> Response<Full<Bytes>> {
 pub async fn run(address: SocketAddr, secret: Option<String>, status: u16) -> Result<(), String> {
     let status = StatusCode::from_u16(status).map_err(|_| format!("{status} is not an HTTP status"))?;
     if let Some(secret) = &secret {
-        skyhook::signing::decode_secret(secret).map_err(|e| format!("--secret: {e}"))?;
+        skyhook::signing::check_verification_key(secret).map_err(|e| format!("--secret: {e}"))?;
     }
     let listener = TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))?;
     println!(

@@ -44,7 +44,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "SKYHOOK_LISTEN_ADDR", default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
-        /// The endpoint's signing secret (whsec_…); without it signatures are not checked.
+        /// The endpoint's signing secret (whsec_…, checks v1) or Ed25519 public key (whpk_…,
+        /// checks v1a); without it signatures are not checked.
         #[arg(long, env = "SKYHOOK_ENDPOINT_SECRET")]
         secret: Option<String>,
         /// Answer this HTTP status instead of 204 (to try retries).

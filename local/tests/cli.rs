@@ -416,3 +416,38 @@ fn given_a_signed_webhook_then_verify_accepts_it_and_rejects_tampering() {
 
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn given_an_ed25519_signed_webhook_then_verify_with_the_public_key_checks_v1a() {
+    // GIVEN a webhook signed with v1 and v1a, and the endpoint's whpk_ public key
+    let dir = temp_dir("verify-v1a");
+    let body = br#"{"type":"invoice.paid","timestamp":"2026-01-15T12:00:00Z","data":{"amount":4200}}"#;
+    let body_file = dir.join("body.json");
+    std::fs::write(&body_file, body).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let private = skyhook::signing::generate_ed25519_key();
+    let public = skyhook::signing::ed25519_public_key(&private).unwrap();
+    let ed = skyhook::signing::decode_ed25519_key(&private).unwrap();
+    let hmac = skyhook::signing::decode_secret(SECRET).unwrap();
+    let header = skyhook::signing::signature_header_with(&[hmac], &[ed], "evt_1", now, body);
+    let with_key = |key: &str, header: &str, file: &Path| {
+        let timestamp = now.to_string();
+        let args = ["verify", "--id", "evt_1", "--timestamp", &timestamp, "--signature", header, "--body-file"];
+        let mut args: Vec<&str> = args.to_vec();
+        args.push(file.to_str().unwrap());
+        run(&[("SKYHOOK_ENDPOINT_SECRET", key)], &args)
+    };
+
+    // WHEN verified with the public key THEN the v1a signature is valid
+    let valid = with_key(&public, &header, &body_file);
+    assert_eq!(valid.code, 0, "{valid:?}");
+    assert!(valid.stdout.contains("signature valid"));
+    // AND a header with only the v1 signature does not pass the public-key check
+    let v1_only = header.split(' ').next().unwrap().to_string();
+    assert_eq!(with_key(&public, &v1_only, &body_file).code, 1);
+    // AND a tampered body fails
+    let tampered = dir.join("tampered.json");
+    std::fs::write(&tampered, String::from_utf8_lossy(body).replace("4200", "4201")).unwrap();
+    assert_eq!(with_key(&public, &header, &tampered).code, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

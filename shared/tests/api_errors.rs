@@ -153,6 +153,7 @@ async fn given_wrong_types_for_known_fields_on_every_write_route_then_each_is_40
             "idempotencyKey",
         ),
         (RouteOp::BulkRetry, json!({ "from": 5 }), "from"),
+        (RouteOp::ReplayEndpoint, json!({ "from": "2030-01-01T00:00:00Z", "onlyFailed": "yes" }), "onlyFailed"),
     ];
     let covered: Vec<RouteOp> = cases.iter().map(|(op, _, _)| *op).collect();
     for route in write_routes() {

@@ -68,8 +68,17 @@ async fn success_call(app: &TestApp, fixture: &Fixture, route: &Route) -> (u16, 
         | RouteOp::GetEvent
         | RouteOp::ListDeliveries
         | RouteOp::GetDelivery => (200, app.call(m, &path, key, body).await),
-        RouteOp::TestEndpoint | RouteOp::PublishEvent | RouteOp::BulkRetry => {
+        RouteOp::TestEndpoint | RouteOp::PublishEvent | RouteOp::BulkRetry | RouteOp::ReplayEndpoint => {
             (202, app.call(m, &path, key, body).await)
+        }
+        RouteOp::ListReplays => (200, app.call(m, &path, key, body).await),
+        RouteOp::GetReplay => {
+            let from = (start_time() - chrono::Duration::hours(2)).to_rfc3339();
+            let replay_path = format!("/v1/endpoints/{}/replay", fixture.endpoint_id);
+            let (status, started, _) = app.call("POST", &replay_path, key, Some(json!({ "from": from }))).await;
+            assert_eq!(status, 202, "{started}");
+            let id = started["id"].as_str().expect("a replay id");
+            (200, app.call(m, &format!("/v1/endpoints/{}/replays/{id}", fixture.endpoint_id), key, None).await)
         }
         RouteOp::CreatePortalSession
         | RouteOp::OpenApi

@@ -107,7 +107,9 @@ async fn given_a_visibility_over_12_hours_then_it_is_capped_not_rejected() {
 async fn given_a_delayed_message_then_it_is_invisible_until_the_delay_passes() {
     let q = queue().await;
     let sent_at = Instant::now();
-    q.send_batch(vec![OutgoingMessage { body: "delayed".into(), delay: Duration::from_millis(1500) }]).await.unwrap();
+    q.send_batch(vec![OutgoingMessage { body: "delayed".into(), delay: Duration::from_millis(1500), group: None }])
+        .await
+        .unwrap();
     assert!(q.receive(10, Duration::ZERO).await.unwrap().is_empty(), "delay rounds up to 2 s, never to 0");
     let got = receive_n(&q, 1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1);
@@ -167,6 +169,148 @@ async fn given_a_queue_that_does_not_exist_then_calls_fail_with_a_clear_error() 
     assert!(matches!(err, QueueError::Invalid(_) | QueueError::Unavailable(_)), "{err:?}");
     assert!(err.to_string().contains("SendMessageBatch"), "{err}");
     assert!(q.receive(1, Duration::ZERO).await.is_err());
+}
+
+// ---------------------------------------------------------------- FIFO message groups
+//
+// What moto (5.x) does, checked here: it locks a group while any of its
+// messages is in flight, as SQS does, and like SQS it may return several
+// messages of one group in one receive (the embedded queue returns one).
+
+/// A standard queue plus a FIFO queue (`FifoQueue=true`, explicit
+/// deduplication ids), both hiding messages 30 s after each receive; the
+/// adapter sends grouped messages to the FIFO one.
+async fn queues() -> (SqsQueue, aws_sdk_sqs::Client) {
+    let standard = queue().await;
+    let client = aws_sdk_sqs::Client::new(&moto::sdk_config().await);
+    let created = client
+        .create_queue()
+        .queue_name(format!("{}.fifo", moto::unique("skyhook-ordered")))
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(QueueAttributeName::ContentBasedDeduplication, "false")
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
+        .send()
+        .await
+        .expect("create FIFO queue");
+    (standard.with_fifo_queue(created.queue_url().expect("queue url")), client)
+}
+
+/// SQS's `ApproximateNumberOfMessages` of the queue at `url`.
+async fn visible_count(client: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    let attributes = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .expect("get queue attributes");
+    attributes
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn names(messages: &[ReceivedMessage]) -> Vec<&str> {
+    messages.iter().map(|m| m.body.as_str()).collect()
+}
+
+#[tokio::test]
+async fn given_grouped_and_ungrouped_messages_then_grouped_ones_go_to_the_fifo_queue_in_order() {
+    // GIVEN a batch mixing one group's messages (one with a delay) and ungrouped ones
+    let (q, client) = queues().await;
+    let delayed = OutgoingMessage { delay: Duration::from_secs(5), ..OutgoingMessage::in_group("a2".into(), "ep_a") };
+    q.send_batch(vec![
+        OutgoingMessage::in_group("a1".into(), "ep_a"),
+        OutgoingMessage::now("u1".into()),
+        delayed,
+        OutgoingMessage::in_group("a3".into(), "ep_a"),
+        // The same body again: a fresh deduplication id, so not deduplicated.
+        OutgoingMessage::in_group("a3".into(), "ep_a"),
+    ])
+    .await
+    .expect("send_batch (no DelaySeconds reaches the FIFO queue, which would refuse it)");
+    // THEN the FIFO queue holds the four grouped ones, the standard queue the other
+    assert_eq!(visible_count(&client, q.fifo_queue_url().unwrap()).await, 4);
+    assert_eq!(visible_count(&client, q.queue_url()).await, 1);
+
+    // WHEN received one at a time, deleting each
+    let mut grouped = Vec::new();
+    let mut ungrouped = Vec::new();
+    for _ in 0..10 {
+        let Some(m) = q.receive(1, Duration::ZERO).await.unwrap().pop() else { break };
+        if m.group.is_some() {
+            // THEN FIFO messages carry the group and a `fifo:` receipt handle
+            assert_eq!(m.group.as_deref(), Some("ep_a"));
+            assert!(m.receipt_handle.starts_with("fifo:"), "{}", m.receipt_handle);
+            grouped.push(m.body.clone());
+        } else {
+            assert!(!m.receipt_handle.starts_with("fifo:"));
+            ungrouped.push(m.body.clone());
+        }
+        q.delete(&m.receipt_handle).await.unwrap();
+    }
+    // AND the group came in send order, the delay ignored
+    assert_eq!(grouped, ["a1", "a2", "a3", "a3"]);
+    assert_eq!(ungrouped, ["u1"]);
+}
+
+#[tokio::test]
+async fn given_a_group_head_in_flight_then_moto_locks_the_group_and_fifo_receipts_route_to_the_fifo_queue() {
+    // GIVEN group a (three messages) and group b (one)
+    let (q, _) = queues().await;
+    q.send_batch(vec![
+        OutgoingMessage::in_group("a1".into(), "ep_a"),
+        OutgoingMessage::in_group("a2".into(), "ep_a"),
+        OutgoingMessage::in_group("a3".into(), "ep_a"),
+        OutgoingMessage::in_group("b1".into(), "ep_b"),
+    ])
+    .await
+    .unwrap();
+    // WHEN a's head is received
+    let head = q.receive(1, Duration::ZERO).await.unwrap();
+    assert_eq!(names(&head), ["a1"]);
+    // THEN while it is in flight only group b is received
+    let other = q.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(names(&other), ["b1"]);
+    assert!(q.receive(10, Duration::ZERO).await.unwrap().is_empty(), "a locked, b in flight");
+
+    // WHEN the head is made visible again (fifo: handle, routed to the FIFO queue)
+    q.change_visibility(&head[0].receipt_handle, Duration::ZERO).await.unwrap();
+    // THEN the head comes back first, counted twice
+    let again = q.receive(1, Duration::ZERO).await.unwrap();
+    assert_eq!(names(&again), ["a1"]);
+    assert_eq!(again[0].receive_count, 2);
+
+    // WHEN it is deleted (fifo: handle)
+    q.delete(&again[0].receipt_handle).await.unwrap();
+    // THEN the group is released: the rest comes, in order (moto, like SQS,
+    // returns several messages of the group in one receive)
+    let rest = q.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(names(&rest), ["a2", "a3"]);
+    // AND a deleted message's fifo: handle is invalid, like any other
+    assert!(matches!(
+        q.change_visibility(&again[0].receipt_handle, Duration::ZERO).await,
+        Err(QueueError::ReceiptInvalid | QueueError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn given_no_fifo_queue_then_grouped_messages_and_fifo_receipts_are_refused() {
+    // GIVEN an adapter with the standard queue only
+    let q = queue().await;
+    // WHEN a batch holding a grouped message is sent
+    let err = q
+        .send_batch(vec![OutgoingMessage::now("u1".into()), OutgoingMessage::in_group("a1".into(), "ep_a")])
+        .await
+        .unwrap_err();
+    // THEN it is refused, clearly, and nothing of the batch was sent
+    assert!(matches!(&err, QueueError::Invalid(m) if m.contains("FIFO")), "{err:?}");
+    assert!(q.receive(10, Duration::from_secs(1)).await.unwrap().is_empty());
+    // AND a fifo: receipt handle has nowhere to go
+    assert!(matches!(q.delete("fifo:AQEBx").await, Err(QueueError::Invalid(_))));
+    assert!(matches!(q.change_visibility("fifo:AQEBx", Duration::ZERO).await, Err(QueueError::Invalid(_))));
 }
 
 // ---------------------------------------------------------------- secrets

@@ -162,18 +162,24 @@ fn given_the_api_routes_then_errors_security_and_lists_are_documented() {
     assert_eq!(
         body_fields("CreateEndpointRequest"),
         [
+            "circuitBreaker",
             "description",
             "eventTypes",
+            "filter",
             "headers",
             "isActive",
             "maxAttempts",
             "metadata",
+            "ordered",
             "payloadFormat",
+            "rateLimit",
             "secret",
+            "signatureSchemes",
             "timeoutSecs",
             "url"
         ]
     );
+    assert_eq!(body_fields("ReplayRequest"), ["eventTypes", "from", "onlyFailed", "to"]);
     assert_eq!(body_fields("PublishEventRequest"), ["eventType", "idempotencyKey", "payload"]);
     assert_eq!(body_fields("BulkRetryRequest"), ["endpointId", "eventType", "from", "to"]);
     assert_eq!(body_fields("CreateApplicationRequest"), ["name", "rateLimit", "retentionDays"]);
@@ -181,8 +187,14 @@ fn given_the_api_routes_then_errors_security_and_lists_are_documented() {
     assert_eq!(body_fields("CreateEventTypeRequest"), ["archived", "description", "name", "schema"]);
 
     // Response schemas come from the Rust types: secrets never appear.
-    let endpoint = doc["components"]["schemas"]["Endpoint"]["properties"].as_object().unwrap();
+    // (An endpoint is its own fields and its delivery controls, `allOf`.)
+    let endpoint = doc["components"]["schemas"]["Endpoint"]["allOf"][1]["properties"].as_object().unwrap();
     assert!(endpoint.contains_key("secretLast4") && !endpoint.contains_key("secretEncrypted"));
+    assert_eq!(doc["components"]["schemas"]["Endpoint"]["allOf"][0]["$ref"], "#/components/schemas/DeliveryControls");
+    let controls = doc["components"]["schemas"]["DeliveryControls"]["properties"].as_object().unwrap();
+    assert!(
+        controls.contains_key("publicKey") && !controls.contains_key("signingKeys") && !controls.contains_key("keys")
+    );
     let key = doc["components"]["schemas"]["ApiKey"]["properties"].as_object().unwrap();
     assert!(key.contains_key("last4") && !key.contains_key("keyHash"));
 }

@@ -441,7 +441,12 @@ async fn given_every_route_then_a_portal_token_reaches_only_the_portal_operation
         RouteOp::GetDelivery,
         RouteOp::RetryDelivery,
         RouteOp::BulkRetry,
+        // Recovery after an outage is the endpoint owner's to start.
+        RouteOp::ReplayEndpoint,
+        RouteOp::ListReplays,
+        RouteOp::GetReplay,
     ];
+    let mut replay_id = String::from("rpl_01JD3X5Q3V1R7N9GZ8W6Y2K4TB");
     for route in ROUTES {
         if route.resource == Resource::Console || matches!(route.op, RouteOp::Health | RouteOp::OAuthToken) {
             continue;
@@ -464,7 +469,8 @@ async fn given_every_route_then_a_portal_token_reaches_only_the_portal_operation
             .replace("{appId}", &w.tenant.app_id)
             .replace("{keyId}", &w.tenant.key_id)
             .replace("{name}", "order.created")
-            .replace("{id}", id);
+            .replace("{id}", id)
+            .replace("{replayId}", &replay_id);
         let body = match route.op {
             RouteOp::CreateApplication
             | RouteOp::PatchApplication
@@ -479,9 +485,17 @@ async fn given_every_route_then_a_portal_token_reaches_only_the_portal_operation
             RouteOp::BulkRetry => Some(json!({ "endpointId": w.a, "from": "2030-01-01T00:00:00Z" })),
             RouteOp::CreatePortalSession => Some(json!({ "endpointIds": [w.a] })),
             RouteOp::RotateEndpointSecret | RouteOp::TestEndpoint | RouteOp::RetryDelivery => Some(json!({})),
+            RouteOp::ReplayEndpoint => {
+                Some(json!({ "from": (w.app.clock.now() - chrono::Duration::hours(1)).to_rfc3339() }))
+            }
             _ => None,
         };
         let (status, value) = w.app.call(route.method, &path, &portal, body).await;
+        if route.op == RouteOp::ReplayEndpoint
+            && let Some(id) = value["id"].as_str()
+        {
+            replay_id = id.to_string();
+        }
         if allowed.contains(&route.op) {
             assert!((200..300).contains(&status), "{} {path} should be allowed: {status} {value}", route.method);
         } else {

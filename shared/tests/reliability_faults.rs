@@ -646,7 +646,11 @@ async fn given_random_faults_on_every_port_when_the_system_runs_to_quiescence_th
     let schedule = RetrySchedule::new(vec![Duration::from_secs(1), Duration::from_secs(2)], 0.2);
     let env = Env::with_queue_config(
         skyhook::service::ServiceConfig { retry_schedule: schedule, ..local_config() },
-        SqliteQueueConfig { visibility_timeout: Duration::from_secs(30), max_receive_count: 0 },
+        SqliteQueueConfig {
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 0,
+            group_max_receive_count: 0,
+        },
     );
     let tenant = env.tenant("storm").await;
     let mut endpoints = Vec::new();

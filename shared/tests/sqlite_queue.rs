@@ -46,7 +46,7 @@ const VISIBILITY: Duration = Duration::from_secs(30);
 fn fixture_with(max_receive_count: u32) -> Fixture {
     let db = TempDb::new("q");
     let clock = Arc::new(ManualClock::new(chrono::Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()));
-    let config = SqliteQueueConfig { visibility_timeout: VISIBILITY, max_receive_count };
+    let config = SqliteQueueConfig { visibility_timeout: VISIBILITY, max_receive_count, group_max_receive_count: 1000 };
     let queue = SqliteQueue::open(&db.0, "deliveries", config, clock.clone()).unwrap();
     Fixture { queue, clock, db }
 }
@@ -97,7 +97,7 @@ async fn given_a_delayed_message_when_the_delay_passes_then_it_becomes_visible()
     let f = fixture();
     f.queue
         .send_batch(vec![
-            OutgoingMessage { body: "later".into(), delay: Duration::from_secs(60) },
+            OutgoingMessage { body: "later".into(), delay: Duration::from_secs(60), group: None },
             OutgoingMessage::now("now".into()),
         ])
         .await
@@ -114,7 +114,7 @@ async fn given_a_delayed_message_when_the_delay_passes_then_it_becomes_visible()
     let got = receive_now(&f.queue, 10).await;
     assert_eq!(got.iter().map(|m| (m.body.as_str(), m.receive_count)).collect::<Vec<_>>(), vec![("later", 1)]);
     // AND a delay over 15 minutes is refused, like SQS
-    let too_long = OutgoingMessage { body: "x".into(), delay: Duration::from_secs(15 * 60 + 1) };
+    let too_long = OutgoingMessage { body: "x".into(), delay: Duration::from_secs(15 * 60 + 1), group: None };
     assert!(matches!(f.queue.send(too_long).await, Err(QueueError::Invalid(_))));
 }
 
@@ -260,7 +260,10 @@ async fn given_a_receiver_waiting_when_a_message_is_sent_then_it_wakes_at_once()
 async fn given_a_receiver_waiting_when_the_clock_makes_a_delayed_message_visible_then_it_gets_it() {
     // GIVEN a delayed message and a receiver waiting 5 s
     let f = fixture();
-    f.queue.send(OutgoingMessage { body: "delayed".into(), delay: Duration::from_secs(60) }).await.unwrap();
+    f.queue
+        .send(OutgoingMessage { body: "delayed".into(), delay: Duration::from_secs(60), group: None })
+        .await
+        .unwrap();
     let queue = f.queue.clone();
     let waiting = tokio::spawn(async move { queue.receive(10, Duration::from_secs(5)).await.unwrap() });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -290,7 +293,7 @@ async fn given_messages_in_flight_when_the_queue_is_reopened_then_nothing_is_los
         .send_batch(vec![
             OutgoingMessage::now("a".into()),
             OutgoingMessage::now("b".into()),
-            OutgoingMessage { body: "c".into(), delay: Duration::from_secs(10) },
+            OutgoingMessage { body: "c".into(), delay: Duration::from_secs(10), group: None },
         ])
         .await
         .unwrap();
@@ -300,7 +303,8 @@ async fn given_messages_in_flight_when_the_queue_is_reopened_then_nothing_is_los
     drop(queue);
 
     // WHEN the file is opened again
-    let config = SqliteQueueConfig { visibility_timeout: VISIBILITY, max_receive_count: 5 };
+    let config =
+        SqliteQueueConfig { visibility_timeout: VISIBILITY, max_receive_count: 5, ..SqliteQueueConfig::default() };
     let queue = SqliteQueue::open(&db.0, "deliveries", config, clock.clone()).unwrap();
 
     // THEN the visible one is there, the others are still hidden, and the receipt still works
@@ -369,7 +373,252 @@ async fn given_concurrent_receivers_when_they_drain_the_queue_then_each_message_
 async fn given_a_visibility_timeout_over_12_hours_when_opened_then_it_is_refused() {
     let db = TempDb::new("bad");
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let config = SqliteQueueConfig { visibility_timeout: Duration::from_secs(12 * 3600 + 1), max_receive_count: 5 };
+    let config = SqliteQueueConfig {
+        visibility_timeout: Duration::from_secs(12 * 3600 + 1),
+        max_receive_count: 5,
+        ..SqliteQueueConfig::default()
+    };
     assert!(matches!(SqliteQueue::open(&db.0, "q", config, clock), Err(QueueError::Invalid(_))));
     assert_eq!(SqliteQueueConfig::default().visibility_timeout, Duration::from_secs(90));
+}
+
+// ---------------------------------------------------------------- FIFO message groups
+
+fn grouped(group: &str, bodies: &[&str]) -> Vec<OutgoingMessage> {
+    bodies.iter().map(|b| OutgoingMessage::in_group(b.to_string(), group)).collect()
+}
+
+fn names(messages: &[skyhook::ports::ReceivedMessage]) -> Vec<&str> {
+    messages.iter().map(|m| m.body.as_str()).collect()
+}
+
+#[tokio::test]
+async fn given_a_group_when_received_then_its_messages_come_one_at_a_time_in_send_order() {
+    // GIVEN five messages of one group, sent in two batches
+    let f = fixture();
+    f.queue.send_batch(grouped("ep_a", &["a1", "a2", "a3"])).await.unwrap();
+    f.queue.send_batch(grouped("ep_a", &["a4", "a5"])).await.unwrap();
+    // WHEN each received message is deleted before the next receive
+    let mut seen = Vec::new();
+    loop {
+        let got = receive_now(&f.queue, 10).await;
+        // THEN every receive returns one message of the group, carrying its group
+        if got.is_empty() {
+            break;
+        }
+        assert_eq!(got.len(), 1, "one per group per receive");
+        assert_eq!(got[0].group.as_deref(), Some("ep_a"));
+        seen.push(got[0].body.clone());
+        f.queue.delete(&got[0].receipt_handle).await.unwrap();
+    }
+    // AND they came in send order
+    assert_eq!(seen, ["a1", "a2", "a3", "a4", "a5"]);
+    assert_eq!(f.queue.approximate_counts().await.unwrap(), (0, 0));
+}
+
+#[tokio::test]
+async fn given_a_group_head_in_flight_then_the_group_is_locked_until_deleted_or_visible_again() {
+    // GIVEN a group of three whose head was received
+    let f = fixture();
+    f.queue.send_batch(grouped("ep_a", &["a1", "a2", "a3"])).await.unwrap();
+    let head = receive_now(&f.queue, 10).await;
+    assert_eq!(names(&head), ["a1"]);
+    // THEN nothing else of the group is received while the head is in flight
+    assert!(receive_now(&f.queue, 10).await.is_empty());
+    // AND the waiting ones count as visible, the head as in flight
+    assert_eq!(f.queue.approximate_counts().await.unwrap(), (2, 1));
+
+    // WHEN the head's visibility timeout runs out
+    f.clock.advance(secs(31));
+    // THEN the head itself comes back (not the next), counted twice
+    let again = receive_now(&f.queue, 10).await;
+    assert_eq!(names(&again), ["a1"]);
+    assert_eq!(again[0].receive_count, 2);
+    assert!(receive_now(&f.queue, 10).await.is_empty());
+
+    // WHEN the head is deleted
+    f.queue.delete(&again[0].receipt_handle).await.unwrap();
+    // THEN the group is released: the next one is received, and locks it again
+    let next = receive_now(&f.queue, 10).await;
+    assert_eq!(names(&next), ["a2"]);
+    assert_eq!(next[0].receive_count, 1);
+    assert!(receive_now(&f.queue, 10).await.is_empty());
+}
+
+#[tokio::test]
+async fn given_a_group_head_retried_when_its_visibility_changes_then_it_holds_the_group_and_comes_back_first() {
+    // GIVEN a group of two whose head was received
+    let f = fixture();
+    f.queue.send_batch(grouped("ep_a", &["a1", "a2"])).await.unwrap();
+    let head = receive_now(&f.queue, 1).await.remove(0);
+    // WHEN the head is retried in 5 minutes (the dispatcher keeps the message)
+    f.queue.change_visibility(&head.receipt_handle, Duration::from_secs(300)).await.unwrap();
+    // THEN the group is held back until then, past the queue's own timeout
+    f.clock.advance(secs(299));
+    assert!(receive_now(&f.queue, 10).await.is_empty());
+    f.clock.advance(secs(1));
+    let head = receive_now(&f.queue, 10).await;
+    assert_eq!(names(&head), ["a1"]);
+
+    // WHEN its visibility is set to zero (a deferral)
+    f.queue.change_visibility(&head[0].receipt_handle, Duration::ZERO).await.unwrap();
+    // THEN it comes back first, ahead of the rest of its group
+    let head = receive_now(&f.queue, 10).await;
+    assert_eq!(names(&head), ["a1"]);
+    assert_eq!(head[0].receive_count, 3);
+    f.queue.delete(&head[0].receipt_handle).await.unwrap();
+    assert_eq!(names(&receive_now(&f.queue, 10).await), ["a2"]);
+}
+
+#[tokio::test]
+async fn given_two_groups_and_ungrouped_messages_then_a_locked_group_holds_back_only_itself() {
+    // GIVEN groups a and b interleaved in one batch, and two ungrouped messages
+    let f = fixture();
+    f.queue
+        .send_batch(vec![
+            OutgoingMessage::in_group("a1".into(), "ep_a"),
+            OutgoingMessage::in_group("b1".into(), "ep_b"),
+            OutgoingMessage::in_group("a2".into(), "ep_a"),
+            OutgoingMessage::now("u1".into()),
+            OutgoingMessage::in_group("b2".into(), "ep_b"),
+            OutgoingMessage::now("u2".into()),
+        ])
+        .await
+        .unwrap();
+    // WHEN received: one head per group, and every ungrouped message
+    let first = receive_now(&f.queue, 10).await;
+    assert_eq!(names(&first), ["a1", "b1", "u1", "u2"]);
+    assert_eq!(first[2].group, None);
+    // AND while a1 and b1 are in flight, new ungrouped messages still flow
+    f.queue.send(OutgoingMessage::now("u3".into())).await.unwrap();
+    assert_eq!(names(&receive_now(&f.queue, 10).await), ["u3"]);
+
+    // WHEN b's head is deleted but a's is not
+    f.queue.delete(&first[1].receipt_handle).await.unwrap();
+    // THEN b moves on independently while a stays locked
+    let next = receive_now(&f.queue, 10).await;
+    assert_eq!(names(&next), ["b2"]);
+    assert!(receive_now(&f.queue, 10).await.is_empty());
+    f.queue.delete(&first[0].receipt_handle).await.unwrap();
+    assert_eq!(names(&receive_now(&f.queue, 10).await), ["a2"]);
+}
+
+#[tokio::test]
+async fn given_a_grouped_message_with_a_delay_then_the_delay_is_ignored() {
+    // GIVEN a grouped message sent with a delay (even one over 15 minutes)
+    let f = fixture();
+    let message =
+        OutgoingMessage { delay: Duration::from_secs(3600), ..OutgoingMessage::in_group("a1".into(), "ep_a") };
+    f.queue.send(message).await.unwrap();
+    // THEN it is visible at once, as on an SQS FIFO queue
+    assert_eq!(names(&receive_now(&f.queue, 10).await), ["a1"]);
+    // AND an empty group id is refused
+    assert!(matches!(f.queue.send(OutgoingMessage::in_group("x".into(), "")).await, Err(QueueError::Invalid(_))));
+}
+
+#[tokio::test]
+async fn given_a_grouped_head_received_group_max_receive_count_times_then_it_is_dead_lettered_and_unblocks_the_group() {
+    // GIVEN max_receive_count 2 but group_max_receive_count 4, and a group of two
+    let db = TempDb::new("group-dlq");
+    let clock = Arc::new(ManualClock::new(chrono::Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()));
+    let config = SqliteQueueConfig { visibility_timeout: VISIBILITY, max_receive_count: 2, group_max_receive_count: 4 };
+    let queue = SqliteQueue::open(&db.0, "deliveries", config, clock.clone()).unwrap();
+    queue.send_batch(grouped("ep_a", &["poison", "a2"])).await.unwrap();
+    // WHEN the head is received four times without being deleted (past max_receive_count)
+    for count in 1..=4 {
+        let got = receive_now(&queue, 10).await;
+        assert_eq!(got.iter().map(|m| (m.body.as_str(), m.receive_count)).collect::<Vec<_>>(), [("poison", count)]);
+        clock.advance(secs(31));
+    }
+    // THEN the next receive dead-letters it and returns the next of its group instead
+    let next = receive_now(&queue, 10).await;
+    assert_eq!(names(&next), ["a2"]);
+    assert_eq!(queue.dead_letters().await.unwrap(), ["poison"]);
+
+    // WHEN the dead letter is redriven while a2 is in flight
+    assert_eq!(queue.redrive_dead_letters().await.unwrap(), 1);
+    // THEN it rejoins its group behind a2: held back until a2 is deleted
+    assert!(receive_now(&queue, 10).await.is_empty());
+    queue.delete(&next[0].receipt_handle).await.unwrap();
+    let back = receive_now(&queue, 10).await;
+    assert_eq!(back.iter().map(|m| (m.body.as_str(), m.receive_count)).collect::<Vec<_>>(), [("poison", 1)]);
+    assert_eq!(back[0].group.as_deref(), Some("ep_a"));
+}
+
+#[tokio::test]
+async fn given_a_receiver_waiting_on_a_locked_group_when_the_head_is_deleted_then_it_gets_the_next_at_once() {
+    // GIVEN a group whose head is in flight and a receiver long-polling 10 s
+    let f = fixture();
+    f.queue.send_batch(grouped("ep_a", &["a1", "a2"])).await.unwrap();
+    let head = receive_now(&f.queue, 10).await.remove(0);
+    let queue = f.queue.clone();
+    let waiting = tokio::spawn(async move { queue.receive(10, Duration::from_secs(10)).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // WHEN the head is deleted
+    f.queue.delete_batch(vec![head.receipt_handle]).await.unwrap();
+    // THEN the receiver returns the next one long before its wait runs out
+    let got = tokio::time::timeout(Duration::from_secs(2), waiting).await.expect("receiver woke").unwrap();
+    assert_eq!(names(&got), ["a2"]);
+}
+
+#[tokio::test]
+async fn given_parked_messages_when_the_queue_is_reopened_then_the_group_order_and_lock_survive() {
+    // GIVEN a group of three whose head is in flight
+    let f = fixture();
+    f.queue.send_batch(grouped("ep_a", &["a1", "a2", "a3"])).await.unwrap();
+    let head = receive_now(&f.queue, 10).await.remove(0);
+    let Fixture { queue, clock, db } = f;
+    drop(queue);
+    // WHEN the file is opened again
+    let queue = SqliteQueue::open(&db.0, "deliveries", SqliteQueueConfig::default(), clock.clone()).unwrap();
+    // THEN the group is still locked, and releases in order
+    assert!(receive_now(&queue, 10).await.is_empty());
+    queue.delete(&head.receipt_handle).await.unwrap();
+    let next = receive_now(&queue, 10).await;
+    assert_eq!(names(&next), ["a2"]);
+    queue.delete(&next[0].receipt_handle).await.unwrap();
+    assert_eq!(names(&receive_now(&queue, 10).await), ["a3"]);
+}
+
+#[tokio::test]
+async fn given_a_database_of_the_previous_schema_when_opened_then_it_is_upgraded_and_keeps_its_messages() {
+    // GIVEN a file with the version-1 queue tables (no group_id) holding a message
+    let db = TempDb::new("v1");
+    {
+        let conn = rusqlite::Connection::open(&db.0).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE queue_messages (seq INTEGER PRIMARY KEY, queue TEXT NOT NULL, message_id TEXT NOT NULL, \
+             body TEXT NOT NULL, sent_at INTEGER NOT NULL, visible_at INTEGER NOT NULL, \
+             receive_count INTEGER NOT NULL DEFAULT 0, receipt TEXT);
+             CREATE INDEX queue_messages_visible ON queue_messages (queue, visible_at, seq);
+             CREATE TABLE queue_dead_letters (seq INTEGER PRIMARY KEY, queue TEXT NOT NULL, message_id TEXT NOT NULL, \
+             body TEXT NOT NULL, receive_count INTEGER NOT NULL, sent_at INTEGER NOT NULL, moved_at INTEGER NOT NULL);
+             CREATE TABLE queue_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             INSERT INTO queue_meta VALUES ('schema_version', 1);
+             INSERT INTO queue_messages (queue, message_id, body, sent_at, visible_at) \
+             VALUES ('deliveries', '01JOLD', 'old', 0, 0);",
+        )
+        .unwrap();
+    }
+    // WHEN this version opens it
+    let clock = Arc::new(ManualClock::new(chrono::Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()));
+    let queue = SqliteQueue::open(&db.0, "deliveries", SqliteQueueConfig::default(), clock).unwrap();
+    // THEN the old message is there, ungrouped, and groups work
+    queue.send_batch(grouped("ep_a", &["a1", "a2"])).await.unwrap();
+    let got = receive_now(&queue, 10).await;
+    assert_eq!(names(&got), ["old", "a1"]);
+    assert_eq!(got[0].group, None);
+    // AND the file now has group_id columns and schema version 2
+    let conn = rusqlite::Connection::open(&db.0).unwrap();
+    for table in ["queue_messages", "queue_dead_letters"] {
+        let has: i64 = conn
+            .query_row(&format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = 'group_id'"), [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(has, 1, "{table}");
+    }
+    let version: i64 =
+        conn.query_row("SELECT value FROM queue_meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 2);
 }

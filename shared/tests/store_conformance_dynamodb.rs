@@ -567,3 +567,65 @@ async fn given_a_corrupt_item_when_read_then_the_store_reports_corrupt_without_p
         Err(StoreError::Corrupt(_))
     ));
 }
+
+#[tokio::test]
+async fn given_control_state_then_it_lives_in_small_expiring_items_outside_the_app_partition() {
+    // GIVEN an endpoint with custom controls, a record and counters of application A
+    let (ctx, _, client, table) = ctx().await;
+    let a = conformance::create_app(&ctx, "A").await;
+    let mut ep = conformance::endpoint(&ctx, &a.id, &[]);
+    ep.controls = conformance::custom_controls();
+    ep.signing_keys = conformance::custom_signing_keys();
+    ctx.store.create_endpoint(&ep).await.unwrap();
+    let expires = ctx.now() + Duration::hours(1);
+    assert!(ctx.store.put_record(&a.id, "breaker", ep.id.as_str(), r#"{"state":"open"}"#, 0, expires).await.unwrap());
+    let key = format!("rate/{}/1", ep.id);
+    ctx.store.add_to_counters(&a.id, &key, [1, 0], None, expires).await.unwrap();
+    let items = scan_all(&client, &table).await;
+
+    // THEN the endpoint item carries its controls as one string attribute
+    let endpoint = items.iter().find(|i| s(i, SK) == format!("EP#{}", ep.id)).expect("endpoint item");
+    assert!(s(endpoint, "controls").contains("\"rateLimit\":5"));
+    // AND the record sits in the application's state partition, the counters in a shard of its own
+    let record = items.iter().find(|i| s(i, PK) == format!("STATE#{}", a.id)).expect("record item");
+    assert_eq!(s(record, SK), format!("REC#breaker#{}", ep.id));
+    let counters = items.iter().find(|i| s(i, PK).starts_with(&format!("COUNTER#{}#", a.id))).expect("counters");
+    let shard: u32 = s(counters, PK).rsplit('#').next().unwrap().parse().unwrap();
+    assert!(shard < LIST_SHARDS);
+    assert_eq!(s(counters, SK), format!("CTR#{key}"));
+    // AND both expire by TTL, carry no index keys, and stay small
+    for item in [record, counters] {
+        assert_eq!(item.get(TTL_ATTRIBUTE), Some(&AttributeValue::N(expires.timestamp().to_string())));
+        assert!(![APP_PK, EP_PK, "ownerPk"].iter().any(|k| item.contains_key(*k)));
+        assert!(item.len() <= 8, "{item:?}");
+    }
+}
+
+#[tokio::test]
+async fn given_a_corrupt_controls_attribute_when_the_endpoint_is_read_then_the_store_reports_corrupt() {
+    let (ctx, _, client, table) = ctx().await;
+    let a = conformance::create_app(&ctx, "A").await;
+    let ep = conformance::create_endpoint(&ctx, &a.id, &[]).await;
+    client
+        .update_item()
+        .table_name(&table)
+        .key(PK, AttributeValue::S(format!("APP#{}", a.id)))
+        .key(SK, AttributeValue::S(format!("EP#{}", ep.id)))
+        .update_expression("SET controls = :c")
+        .expression_attribute_values(":c", AttributeValue::S("{\"ordered\": \"yes\"".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(ctx.store.get_endpoint(&a.id, &ep.id).await, Err(StoreError::Corrupt(_))));
+    // AND an endpoint item without the attribute (written before it existed) reads as defaults
+    client
+        .update_item()
+        .table_name(&table)
+        .key(PK, AttributeValue::S(format!("APP#{}", a.id)))
+        .key(SK, AttributeValue::S(format!("EP#{}", ep.id)))
+        .update_expression("REMOVE controls")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ctx.store.get_endpoint(&a.id, &ep.id).await.unwrap(), Some(ep));
+}

@@ -197,3 +197,81 @@ async fn given_a_store_file_then_it_is_in_wal_mode_with_a_schema_version() {
     // AND reopening an existing file works
     SqliteStore::open(&db.0, clock).unwrap().ping().await.unwrap();
 }
+
+#[tokio::test]
+async fn given_a_database_from_before_delivery_controls_when_opened_then_it_gains_them_and_keeps_its_endpoints() {
+    // GIVEN a database file as earlier builds wrote it: no `controls` column, no control-state tables
+    let db = TempDb::new("pre-controls");
+    let clock = Arc::new(ManualClock::new(conformance::start_time()));
+    let ctx = ctx_for(SqliteStore::open(&db.0, clock.clone()).unwrap(), clock.clone());
+    let app = conformance::create_app(&ctx, "A").await;
+    let ep = conformance::create_endpoint(&ctx, &app.id, &["invoice.paid"]).await;
+    drop(ctx);
+    let conn = rusqlite::Connection::open(&db.0).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE endpoints DROP COLUMN controls; DROP TABLE control_records; DROP TABLE control_counters;",
+    )
+    .unwrap();
+    drop(conn);
+
+    // WHEN the current build opens it
+    let ctx = ctx_for(SqliteStore::open(&db.0, clock.clone()).unwrap(), clock.clone());
+
+    // THEN the endpoint reads back with default controls
+    assert_eq!(ctx.store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(ep.clone()));
+    // AND controls, records and counters can be written, and survive reopening
+    let mut updated = ep.clone();
+    updated.controls = conformance::custom_controls();
+    updated.signing_keys = conformance::custom_signing_keys();
+    updated.updated_at = ctx.tick();
+    assert!(ctx.store.update_endpoint(&updated, ep.updated_at).await.unwrap());
+    let day = ctx.now() + Duration::days(1);
+    assert!(ctx.store.put_record(&app.id, "breaker", ep.id.as_str(), "{}", 0, day).await.unwrap());
+    assert_eq!(ctx.store.add_to_counters(&app.id, "rate/1", [1, 2], None, day).await.unwrap(), Some([1, 2]));
+    drop(ctx);
+    let ctx = ctx_for(SqliteStore::open(&db.0, clock.clone()).unwrap(), clock);
+    assert_eq!(ctx.store.get_endpoint(&app.id, &ep.id).await.unwrap(), Some(updated));
+    assert_eq!(ctx.store.get_record(&app.id, "breaker", ep.id.as_str()).await.unwrap().map(|r| r.version), Some(1));
+    assert_eq!(ctx.store.add_to_counters(&app.id, "rate/1", [0, 0], None, day).await.unwrap(), Some([1, 2]));
+}
+
+#[tokio::test]
+async fn given_a_corrupt_controls_document_when_the_endpoint_is_read_then_the_store_reports_corrupt() {
+    // GIVEN an endpoint whose stored controls are not a controls document
+    let db = TempDb::new("corrupt-controls");
+    let clock = Arc::new(ManualClock::new(conformance::start_time()));
+    let ctx = ctx_for(SqliteStore::open(&db.0, clock.clone()).unwrap(), clock.clone());
+    let app = conformance::create_app(&ctx, "A").await;
+    let ep = conformance::create_endpoint(&ctx, &app.id, &[]).await;
+    drop(ctx);
+    let conn = rusqlite::Connection::open(&db.0).unwrap();
+    conn.execute("UPDATE endpoints SET controls = '{\"ordered\": \"yes\"' WHERE id = ?1", [ep.id.as_str()]).unwrap();
+    drop(conn);
+    // WHEN read THEN Corrupt, from a get and from a list
+    let ctx = ctx_for(SqliteStore::open(&db.0, clock.clone()).unwrap(), clock);
+    assert!(matches!(ctx.store.get_endpoint(&app.id, &ep.id).await, Err(StoreError::Corrupt(_))));
+    let listed = ctx.store.list_endpoints(&app.id, &Default::default(), &PageRequest::first(10)).await;
+    assert!(matches!(listed, Err(StoreError::Corrupt(_))));
+}
+
+#[tokio::test]
+async fn given_expired_control_state_when_purged_then_it_is_removed_and_live_state_stays() {
+    // GIVEN a record and a counter pair expiring in a minute, and a day-long one of each
+    let clock = Arc::new(ManualClock::new(conformance::start_time()));
+    let sqlite = SqliteStore::open_in_memory(clock.clone()).unwrap();
+    let ctx = ctx_for(sqlite.clone(), clock.clone());
+    let app = conformance::create_app(&ctx, "A").await;
+    let (minute, day) = (ctx.now() + Duration::minutes(1), ctx.now() + Duration::days(1));
+    assert!(ctx.store.put_record(&app.id, "breaker", "short", "{}", 0, minute).await.unwrap());
+    assert!(ctx.store.put_record(&app.id, "breaker", "long", "{}", 0, day).await.unwrap());
+    ctx.store.add_to_counters(&app.id, "short", [1, 1], None, minute).await.unwrap();
+    ctx.store.add_to_counters(&app.id, "long", [1, 1], None, day).await.unwrap();
+
+    // WHEN purged before and after the minute THEN nothing, then the two short-lived rows go
+    assert_eq!(sqlite.purge_expired().await.unwrap(), 0);
+    clock.advance(Duration::minutes(2));
+    assert_eq!(sqlite.purge_expired().await.unwrap(), 2);
+    // AND the day-long ones are still there
+    assert!(ctx.store.get_record(&app.id, "breaker", "long").await.unwrap().is_some());
+    assert_eq!(ctx.store.add_to_counters(&app.id, "long", [0, 0], None, day).await.unwrap(), Some([1, 1]));
+}

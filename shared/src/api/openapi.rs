@@ -384,9 +384,29 @@ fn describe(op: RouteOp) -> Doc {
             "Endpoints",
             "Delivery statistics",
             WH_READ,
-            json(200, "Counts and latencies since `since`", "EndpointStats"),
+            json(200, "Counts and latencies since `since`, and the circuit breaker's state", "EndpointStatsView"),
         )
         .query(&[Q::Since]),
+        O::ReplayEndpoint => doc(
+            "Endpoints",
+            "Replay history to an endpoint",
+            WH_WRITE,
+            json(202, "The replay, started (200: the same replay was already running)", "Replay"),
+        )
+        .describe(
+            "Re-sends the events published in [`from`, `to`) that this endpoint would receive today \
+                (its event types and filter), oldest first, as new deliveries — to backfill a new endpoint or \
+                recover one after an outage. With `onlyFailed`, only events whose deliveries to this endpoint \
+                all failed. Runs in the background; follow it with `GET /v1/endpoints/{id}/replays/{replayId}`. \
+                Repeating the request while it runs returns the running replay; a replay interrupted anywhere \
+                resumes where it stopped and never creates a delivery twice.",
+        )
+        .body("ReplayRequest", true),
+        O::ListReplays => {
+            doc("Endpoints", "List an endpoint's replays", WH_READ, json(200, "A page of replays", "ReplayList"))
+                .list(&[])
+        }
+        O::GetReplay => doc("Endpoints", "Get a replay and its progress", WH_READ, json(200, "The replay", "Replay")),
         O::ListEndpointDeliveries => doc(
             "Deliveries",
             "List an endpoint's deliveries",
@@ -699,6 +719,7 @@ fn path_parameter(route: &Route, name: &str) -> Parameter {
         ("id", O::GetDelivery | O::DeleteDelivery | O::RetryDelivery) => {
             ("Delivery id", "dlv_01JD3X5Q3V1R7N9GZ8W6Y2K4TB")
         }
+        ("replayId", _) => ("Replay id", "rpl_01JD3X5Q3V1R7N9GZ8W6Y2K4TB"),
         ("id", _) => ("Endpoint id", "ep_01JD3X5Q3V1R7N9GZ8W6Y2K4TB"),
         (other, _) => panic!("path parameter {{{other}}} of {} is not documented", route.path),
     };
@@ -769,6 +790,14 @@ fn components() -> utoipa::openapi::Components {
     register::<Endpoint>(&mut schemas);
     register::<CreatedEndpoint>(&mut schemas);
     register::<crate::ports::EndpointStats>(&mut schemas);
+    register::<crate::service::EndpointStatsView>(&mut schemas);
+    register::<crate::service::CircuitStatus>(&mut schemas);
+    register::<crate::service::CircuitState>(&mut schemas);
+    register::<crate::service::Replay>(&mut schemas);
+    register::<crate::service::ReplayStatus>(&mut schemas);
+    register::<crate::domain::CircuitBreakerSettings>(&mut schemas);
+    register::<crate::domain::DeliveryControls>(&mut schemas);
+    register::<crate::domain::SignatureScheme>(&mut schemas);
     register::<Event>(&mut schemas);
     register::<Delivery>(&mut schemas);
     register::<DeliveryWithAttempts>(&mut schemas);
@@ -782,6 +811,7 @@ fn components() -> utoipa::openapi::Components {
     page::<Endpoint>(&mut schemas, "EndpointList");
     page::<Event>(&mut schemas, "EventList");
     page::<Delivery>(&mut schemas, "DeliveryList");
+    page::<crate::service::Replay>(&mut schemas, "ReplayList");
     schemas.extend(hand_written_schemas());
 
     let mut builder = ComponentsBuilder::new().schemas_from_iter(schemas);
@@ -1021,6 +1051,43 @@ fn endpoint_fields(for_patch: bool) -> Vec<(&'static str, RefOr<Schema>)> {
         "metadata",
         s(string_map("Free-form labels: keys 1–256 characters, values ≤ 1 KiB.", MAX_METADATA_ENTRIES)),
     ));
+    fields.extend([
+        (
+            "ordered",
+            s(boolean_schema(
+                "Deliver in publish order, one at a time: a failing delivery holds the later ones back \
+                (head-of-line blocking) until it succeeds or exhausts its attempts.",
+            )
+            .default(if for_patch { None } else { Some(false.into()) })),
+        ),
+        (
+            "rateLimit",
+            s(nullable(
+                integer_schema(
+                    "At most this many deliveries per second; the rest wait (no attempt is spent). `null` = unlimited.",
+                    1,
+                    MAX_RATE_LIMIT_PER_SEC as u64,
+                ),
+                Type::Integer,
+            )),
+        ),
+        ("circuitBreaker", reference("CircuitBreakerSettings")),
+        (
+            "filter",
+            s(nullable(ObjectBuilder::new(), Type::Object).description(Some(
+                "Only events whose payload matches are delivered here: `{\"field\": \"amount\", \"gte\": 100}`, \
+                combined with `and` / `or` / `not`; operators eq, ne, in, nin, exists, gt, gte, lt, lte, contains \
+                (docs/FILTERS.md). Validated on write; `null` removes it.",
+            ))),
+        ),
+        (
+            "signatureSchemes",
+            a(ArrayBuilder::new().items(reference("SignatureScheme")).min_items(Some(1)).description(Some(
+                "Signatures each request carries: `v1` (HMAC-SHA256 with the `whsec_` secret) and/or `v1a` \
+                    (Ed25519; verify with the endpoint's `publicKey`). Default `[\"v1\"]`.",
+            ))),
+        ),
+    ]);
     fields
 }
 
@@ -1141,6 +1208,15 @@ fn hand_written_schemas() -> Vec<(String, RefOr<Schema>)> {
                     .examples([serde_json::json!({"invoiceId": "inv_1001", "amount": 4200, "currency": "EUR"})]))),
                 ("idempotencyKey", s(string_schema("Same as the `Idempotency-Key` header.", Some(MAX_IDEMPOTENCY_KEY_CHARS)).min_length(Some(1)))),
             ], &["eventType", "payload"]),
+        ),
+        (
+            "ReplayRequest",
+            request("Which history to re-send.", vec![
+                ("from", s(date_time_schema("Events published at or after this (within the last 90 days)."))),
+                ("to", s(date_time_schema("Events published before this; default now."))),
+                ("eventTypes", a(string_array("Only these event types (each must exist); omitted = every type the endpoint receives.", Some(MAX_EVENT_TYPES_PER_ENDPOINT)))),
+                ("onlyFailed", s(boolean_schema("Only events whose deliveries to this endpoint all failed.").default(Some(false.into())))),
+            ], &["from"]),
         ),
         (
             "BulkRetryRequest",

@@ -180,3 +180,17 @@ pub struct DeliveryAttempt {
     #[schema(value_type = String, format = DateTime)]
     pub expires_at: Timestamp,
 }
+
+impl Delivery {
+    /// Whether its outcome counts on its event. A replay's deliveries
+    /// (`retry_of` is the replay's `rpl_` id) do not: the event's outcome
+    /// stays that of its fan-out.
+    pub fn counts_on_event(&self) -> bool {
+        !made_by_replay(self.retry_of.as_ref().map(|id| id.as_str()))
+    }
+}
+
+/// `retry_of` names a replay (`rpl_…`) rather than a delivery.
+pub fn made_by_replay(retry_of: Option<&str>) -> bool {
+    retry_of.is_some_and(|id| id.starts_with("rpl_"))
+}

@@ -15,6 +15,7 @@ pub enum IdKind {
     Event,
     Delivery,
     Attempt,
+    Replay,
 }
 
 impl IdKind {
@@ -26,6 +27,7 @@ impl IdKind {
             IdKind::Event => "evt",
             IdKind::Delivery => "dlv",
             IdKind::Attempt => "att",
+            IdKind::Replay => "rpl",
         }
     }
 }
@@ -36,10 +38,27 @@ impl IdKind {
 #[schema(example = "evt_01JD3X5Q3V1R7N9GZ8W6Y2K4TB")]
 pub struct Id(String);
 
+fn monotonic_ulid(at: Timestamp) -> Ulid {
+    static LAST: std::sync::Mutex<Option<Ulid>> = std::sync::Mutex::new(None);
+    let fresh = Ulid::from_datetime(at.into());
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let ulid = match *last {
+        // Same millisecond: one more than the last (a fresh random part
+        // could sort before it). Any other time: fresh, even if earlier
+        // (tests move their clocks back).
+        Some(previous) if previous.timestamp_ms() == fresh.timestamp_ms() => previous.increment().unwrap_or(fresh),
+        _ => fresh,
+    };
+    *last = Some(ulid);
+    ulid
+}
+
 impl Id {
+    /// A fresh id. Ids made by this process in the same millisecond
+    /// increase (monotonic ULIDs), so events published one after another
+    /// sort, fan out and deliver in publish order even within a millisecond.
     pub fn new(kind: IdKind, at: Timestamp) -> Self {
-        let ulid = Ulid::from_datetime(at.into());
-        Id(format!("{}_{}", kind.prefix(), ulid))
+        Id(format!("{}_{}", kind.prefix(), monotonic_ulid(at)))
     }
 
     /// A deterministic id: the same inputs give the same id, so a step that is

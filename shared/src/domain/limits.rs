@@ -32,3 +32,5 @@ pub const IDEMPOTENCY_WINDOW_HOURS: i64 = 24;
 pub const AUTO_DISABLE_AFTER_DAYS: i64 = 5;
 /// Most failed deliveries re-queued by one bulk retry call.
 pub const MAX_BULK_RETRY: usize = 10_000;
+/// Highest per-endpoint rate limit, deliveries per second.
+pub const MAX_RATE_LIMIT_PER_SEC: u32 = 10_000;

@@ -12,8 +12,8 @@ pub mod limits;
 
 pub use api_key::{ApiKey, Scope};
 pub use application::Application;
-pub use delivery::{AttemptError, Delivery, DeliveryAttempt, DeliveryStatus, ErrorCode, ResponseStatus};
 pub use controls::{CircuitBreakerSettings, DeliveryControls, SignatureScheme, SigningKeys};
+pub use delivery::{AttemptError, Delivery, DeliveryAttempt, DeliveryStatus, ErrorCode, ResponseStatus};
 pub use endpoint::{Endpoint, PayloadFormat};
 pub use event::{Event, EventStatus};
 pub use event_type::EventType;

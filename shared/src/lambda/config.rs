@@ -7,6 +7,7 @@ use crate::ssrf::AddressPolicy;
 
 pub const TABLE_NAME: &str = "TABLE_NAME";
 pub const DELIVERIES_QUEUE_URL: &str = "DELIVERIES_QUEUE_URL";
+pub const ORDERED_DELIVERIES_QUEUE_URL: &str = "ORDERED_DELIVERIES_QUEUE_URL";
 pub const INGEST_QUEUE_URL: &str = "INGEST_QUEUE_URL";
 pub const SECRET_ID: &str = "SECRET_ID";
 pub const REQUIRE_HTTPS: &str = "SKYHOOK_REQUIRE_HTTPS";
@@ -42,6 +43,11 @@ pub struct LambdaConfig {
     /// `DELIVERIES_QUEUE_URL`: the deliveries queue (fan-out writes it, the
     /// dispatcher changes visibility on it, the API enqueues manual retries).
     pub deliveries_queue_url: String,
+    /// `ORDERED_DELIVERIES_QUEUE_URL` (optional): the FIFO queue of ordered
+    /// endpoints' deliveries (`MessageGroupId` = endpoint id), used beside
+    /// the deliveries queue by the same functions. Unset: grouped messages
+    /// are refused.
+    pub ordered_deliveries_queue_url: Option<String>,
     /// `INGEST_QUEUE_URL`: the ingest queue (only the ingest function).
     pub ingest_queue_url: Option<String>,
     /// `SECRET_ID`: name or ARN of the Secrets Manager secret.
@@ -87,6 +93,7 @@ impl LambdaConfig {
         Ok(LambdaConfig {
             table_name: required(TABLE_NAME)?,
             deliveries_queue_url: required(DELIVERIES_QUEUE_URL)?,
+            ordered_deliveries_queue_url: get(ORDERED_DELIVERIES_QUEUE_URL),
             ingest_queue_url: get(INGEST_QUEUE_URL),
             secret_id: required(SECRET_ID)?,
             require_https: flag(REQUIRE_HTTPS, true)?,
@@ -146,6 +153,7 @@ mod tests {
         assert!(c.require_https);
         assert!(!c.allow_loopback);
         assert_eq!(c.ingest_queue_url, None);
+        assert_eq!(c.ordered_deliveries_queue_url, None);
         assert_eq!(c.retry_schedule, RetrySchedule::default());
         assert_eq!(c.require_ingest_queue_url(), Err(ConfigError::Missing("INGEST_QUEUE_URL")));
         assert_eq!(RetrySchedule::parse(DEFAULT_SCHEDULE, DEFAULT_JITTER).unwrap(), RetrySchedule::default());
@@ -172,11 +180,13 @@ mod tests {
             ("SKYHOOK_RETRY_SCHEDULE", "1s,2s"),
             ("SKYHOOK_RETRY_JITTER", "0"),
             ("INGEST_QUEUE_URL", "https://sqs/ingest"),
+            ("ORDERED_DELIVERIES_QUEUE_URL", " https://sqs/ordered.fifo "),
         ]);
         let c = config(&vars).unwrap();
         assert!(!c.require_https && c.allow_loopback);
         assert_eq!(c.retry_schedule, RetrySchedule::parse("1s,2s", 0.0).unwrap());
         assert_eq!(c.require_ingest_queue_url(), Ok("https://sqs/ingest"));
+        assert_eq!(c.ordered_deliveries_queue_url.as_deref(), Some("https://sqs/ordered.fifo"));
         let sc = c.service_config();
         assert!(sc.address_policy.allow_loopback && !sc.require_https);
     }

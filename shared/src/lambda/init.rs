@@ -43,8 +43,9 @@ pub async fn sdk_config() -> &'static SdkConfig {
     SDK.get_or_init(|| aws_config::load_defaults(BehaviorVersion::latest())).await
 }
 
-/// The service on DynamoDB, the deliveries queue and the secret, with the
-/// process's SDK configuration.
+/// The service on DynamoDB, the deliveries queue (with the ordered
+/// deliveries' FIFO queue when `ORDERED_DELIVERIES_QUEUE_URL` is set) and the
+/// secret, with the process's SDK configuration.
 pub async fn build_service(config: &LambdaConfig) -> Result<Arc<Skyhook>, InitError> {
     build_service_with(config, sdk_config().await).await
 }
@@ -60,10 +61,14 @@ pub async fn build_service_with(config: &LambdaConfig, sdk: &SdkConfig) -> Resul
     })?;
     let store =
         Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name.clone(), Arc::clone(&clock)));
-    let queue: Arc<dyn Queue> =
-        Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), config.deliveries_queue_url.clone()));
+    let mut deliveries = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), config.deliveries_queue_url.clone());
+    if let Some(ordered) = &config.ordered_deliveries_queue_url {
+        deliveries = deliveries.with_fifo_queue(ordered.clone());
+    }
+    let queue: Arc<dyn Queue> = Arc::new(deliveries);
     tracing::info!(
         table = %config.table_name,
+        ordered_deliveries = config.ordered_deliveries_queue_url.is_some(),
         require_https = config.require_https,
         allow_loopback = config.allow_loopback,
         "skyhook service initialised"

@@ -15,17 +15,27 @@ use crate::ports::{Queue, ReceivedMessage};
 use crate::service::{Dispatcher, MessageOutcome, PublishEvent, ServiceError, Skyhook};
 
 const RECEIVE_COUNT: &str = "ApproximateReceiveCount";
+const MESSAGE_GROUP_ID: &str = "MessageGroupId";
+/// Receipt handles of FIFO-queue messages carry this prefix, by which the
+/// SQS queue adapter (`adapters::aws::sqs::FIFO_RECEIPT_PREFIX`) routes
+/// `change_visibility` and `delete` to its FIFO queue.
+const FIFO_RECEIPT_PREFIX: &str = "fifo:";
 
 /// One SQS record as the dispatcher sees it; `None` without a message id
 /// (which no real SQS event lacks, and which could not be reported anyway).
+/// A record of a FIFO queue (its `eventSourceARN` ends in `.fifo`) gets the
+/// `fifo:` receipt prefix and its `MessageGroupId` as the group.
 pub fn to_received_message(record: &SqsMessage) -> Option<ReceivedMessage> {
     let message_id = record.message_id.clone().filter(|id| !id.is_empty())?;
     let receive_count = record.attributes.get(RECEIVE_COUNT).and_then(|n| n.trim().parse().ok()).unwrap_or(1);
+    let fifo = record.event_source_arn.as_deref().is_some_and(|arn| arn.ends_with(".fifo"));
+    let receipt_handle = record.receipt_handle.clone().unwrap_or_default();
     Some(ReceivedMessage {
         message_id,
-        receipt_handle: record.receipt_handle.clone().unwrap_or_default(),
+        receipt_handle: if fifo { format!("{FIFO_RECEIPT_PREFIX}{receipt_handle}") } else { receipt_handle },
         body: record.body.clone().unwrap_or_default(),
         receive_count,
+        group: if fifo { record.attributes.get(MESSAGE_GROUP_ID).cloned() } else { None },
     })
 }
 
@@ -219,6 +229,30 @@ async fn ingest_batch(service: &Skyhook, ingest_queue: &dyn Queue, event: &SqsEv
 mod tests {
     use super::*;
     use crate::service::FieldError;
+
+    fn record(arn: &str) -> SqsMessage {
+        serde_json::from_value(serde_json::json!({
+            "messageId": "m-1",
+            "receiptHandle": "AQEBhandle",
+            "body": "{}",
+            "attributes": { "ApproximateReceiveCount": "2", "MessageGroupId": "ep_1" },
+            "eventSourceARN": arn,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn given_a_fifo_record_then_its_receipt_is_prefixed_and_its_group_kept() {
+        let fifo = to_received_message(&record("arn:aws:sqs:eu-west-1:1:skyhook-OrderedDeliveries.fifo")).unwrap();
+        assert_eq!(fifo.receipt_handle, "fifo:AQEBhandle");
+        assert_eq!(fifo.group.as_deref(), Some("ep_1"));
+        assert_eq!((fifo.message_id.as_str(), fifo.receive_count), ("m-1", 2), "the id is reported as is");
+        #[cfg(feature = "aws")]
+        assert!(fifo.receipt_handle.starts_with(crate::adapters::aws::sqs::FIFO_RECEIPT_PREFIX));
+        let standard = to_received_message(&record("arn:aws:sqs:eu-west-1:1:skyhook-Deliveries")).unwrap();
+        assert_eq!(standard.receipt_handle, "AQEBhandle");
+        assert_eq!(standard.group, None);
+    }
 
     #[test]
     fn given_schema_violations_then_the_reason_never_quotes_the_payload() {

@@ -8,8 +8,8 @@ pub mod secrets;
 pub mod sender;
 pub mod store;
 
-pub use control_state::{ControlStateStore, StateRecord};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use control_state::{ControlStateStore, StateRecord};
 pub use queue::{OutgoingMessage, Queue, QueueError, ReceivedMessage};
 pub use secrets::{SecretMaterial, Secrets, SecretsError};
 pub use sender::{EndpointResponse, OutgoingWebhook, SendFailure, WebhookSender};

@@ -9,12 +9,23 @@ pub const MAX_BATCH: usize = 10;
 pub struct OutgoingMessage {
     pub body: String,
     /// Hidden from receivers until this much time has passed (SQS DelaySeconds, ≤ 15 min).
+    /// Ignored when `group` is set (SQS FIFO queues have no per-message delay).
     pub delay: Duration,
+    /// The FIFO message group (SQS `MessageGroupId`): messages of one group
+    /// are received one at a time, in the order sent (see [`Queue`]).
+    /// `None`: an ordinary, unordered message.
+    pub group: Option<String>,
 }
 
 impl OutgoingMessage {
+    /// An ungrouped message, visible at once.
     pub fn now(body: String) -> Self {
-        OutgoingMessage { body, delay: Duration::ZERO }
+        OutgoingMessage { body, delay: Duration::ZERO, group: None }
+    }
+
+    /// A message of the FIFO group `group` (e.g. an ordered endpoint's id).
+    pub fn in_group(body: String, group: impl Into<String>) -> Self {
+        OutgoingMessage { body, delay: Duration::ZERO, group: Some(group.into()) }
     }
 }
 
@@ -27,6 +38,8 @@ pub struct ReceivedMessage {
     /// How many times this message has been received, this time included
     /// (SQS `ApproximateReceiveCount`).
     pub receive_count: u32,
+    /// The FIFO message group it was sent in, if any.
+    pub group: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +57,25 @@ pub enum QueueError {
 /// A message queue with SQS semantics: at-least-once, visibility timeout,
 /// receive count, per-message delay, batches of up to ten, dead-letter after
 /// `maxReceiveCount` receives.
+///
+/// # FIFO message groups
+///
+/// A message sent with [`OutgoingMessage::group`] set (an SQS FIFO queue's
+/// `MessageGroupId`) follows the FIFO contract:
+///
+/// - messages of one group are received in the order they were sent;
+/// - while any message of a group is in flight (received, and neither
+///   visible again nor deleted) no other message of that group is received:
+///   a message whose visibility was changed to later holds its group back
+///   until then, and one made visible at once (timeout zero) is received
+///   again before the rest of its group;
+/// - a grouped message ignores `delay` (SQS FIFO has no per-message delay);
+/// - a grouped message that reaches its queue's maximum receive count goes
+///   to the dead-letter queue like any other, which unblocks its group.
+///
+/// Groups are independent of each other and of ungrouped messages: a locked
+/// group holds back only its own messages. A receive may return several
+/// groups' messages, and a backend may return at most one per group.
 #[async_trait]
 pub trait Queue: Send + Sync {
     async fn send(&self, message: OutgoingMessage) -> Result<(), QueueError> {

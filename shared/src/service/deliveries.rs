@@ -135,7 +135,11 @@ impl Skyhook {
             // A retry written but never queued (the queue failed and the
             // caller was told to try again) is queued now instead of refused.
             if let Some(unsent) = self.unsent_retry(&original).await? {
-                self.enqueue(std::slice::from_ref(&unsent)).await?;
+                self.enqueue(
+                    std::slice::from_ref(&unsent),
+                    &self.ordered_endpoints(std::slice::from_ref(&unsent)).await?,
+                )
+                .await?;
                 return Ok(unsent);
             }
             return Err(ServiceError::Conflict(format!("delivery was already retried as {newer}")));
@@ -181,7 +185,8 @@ impl Skyhook {
             Err(StoreError::Conflict(_)) => return Err(ServiceError::Conflict("delivery was already retried".into())),
             other => other?,
         }
-        self.enqueue(std::slice::from_ref(&retry)).await?;
+        self.enqueue(std::slice::from_ref(&retry), &self.ordered_endpoints(std::slice::from_ref(&retry)).await?)
+            .await?;
         Ok(retry)
     }
 
@@ -242,7 +247,7 @@ impl Skyhook {
             }
         }
         let mut delivery_ids = Vec::with_capacity(candidates.len());
-        self.enqueue(&unsent).await?;
+        self.enqueue(&unsent, &self.ordered_endpoints(&unsent).await?).await?;
         for original in &candidates {
             match self.retry_one(original).await {
                 Ok(retry) => delivery_ids.push(retry.id),

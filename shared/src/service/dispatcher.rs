@@ -11,13 +11,16 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use super::Skyhook;
+use super::controls::Admission;
+use super::replay::ReplayTask;
+use super::{ServiceError, Skyhook};
 use crate::domain::limits::AUTO_DISABLE_AFTER_DAYS;
 use crate::domain::{
     Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, ErrorCode, Event, Id, IdKind, PayloadFormat, ResponseStatus,
+    SignatureScheme,
 };
-use crate::ports::{AttemptRecord, OutgoingWebhook, ReceivedMessage, StoreError, WebhookSender};
-use crate::signing::{decode_secret, signature_header};
+use crate::ports::{AttemptRecord, OutgoingMessage, OutgoingWebhook, ReceivedMessage, StoreError, WebhookSender};
+use crate::signing::{decode_ed25519_key, decode_secret, signature_header_with};
 
 /// The body of a deliveries-queue message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +82,12 @@ fn memo_cell<T>(map: &MemoMap<T>, key: (Id, Id)) -> Arc<tokio::sync::OnceCell<T>
     Arc::clone(map.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default())
 }
 
+/// A message deferred this many receives is replaced by a fresh copy.
+const REQUEUE_AFTER_RECEIVES: u32 = 10;
+/// SQS's limits: visibility up to 12 h, a send's delay up to 15 min.
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600 - 60);
+const MAX_SEND_DELAY: Duration = Duration::from_secs(900);
+
 /// Slack for a message that comes back a little before its scheduled time.
 const EARLY_SLACK: chrono::Duration = chrono::Duration::milliseconds(500);
 
@@ -101,19 +110,56 @@ impl Dispatcher {
         &self.service
     }
 
-    /// Handles a batch concurrently; outcomes in the batch's order.
+    /// Handles a batch concurrently; outcomes in the batch's order. The
+    /// messages of one FIFO group (an ordered endpoint) go one after another,
+    /// and the first that is kept holds back the rest of its group: they are
+    /// left untouched (`RetryLater`), to come back after it, in order.
     pub async fn handle_batch(self: &Arc<Self>, messages: &[ReceivedMessage]) -> Vec<MessageOutcome> {
         let mut set = tokio::task::JoinSet::new();
         let memo = Arc::new(BatchMemo::default());
+        let mut groups: Vec<(String, Vec<(usize, ReceivedMessage)>)> = Vec::new();
         for (index, message) in messages.iter().cloned().enumerate() {
+            match &message.group {
+                Some(group) => match groups.iter_mut().find(|(g, _)| g == group) {
+                    Some((_, members)) => members.push((index, message)),
+                    None => groups.push((group.clone(), vec![(index, message)])),
+                },
+                None => {
+                    let this = Arc::clone(self);
+                    let memo = Arc::clone(&memo);
+                    set.spawn(async move { vec![(index, this.handle_with(&message, Some(&memo)).await)] });
+                }
+            }
+        }
+        for (_, members) in groups {
             let this = Arc::clone(self);
             let memo = Arc::clone(&memo);
-            set.spawn(async move { (index, this.handle_with(&message, Some(&memo)).await) });
+            set.spawn(async move {
+                let mut outcomes = Vec::with_capacity(members.len());
+                let mut held = false;
+                for (index, message) in members {
+                    let outcome = if held {
+                        // Visible again at once, behind the held message in
+                        // its group (which stays in flight, so the group stays
+                        // locked until it is done): otherwise they would lock
+                        // the group for a whole visibility timeout.
+                        this.set_visibility(&message, Duration::ZERO).await;
+                        MessageOutcome::RetryLater
+                    } else {
+                        this.handle_with(&message, Some(&memo)).await
+                    };
+                    held |= outcome == MessageOutcome::RetryLater;
+                    outcomes.push((index, outcome));
+                }
+                outcomes
+            });
         }
         let mut outcomes = vec![MessageOutcome::RetryLater; messages.len()];
         while let Some(joined) = set.join_next().await {
-            if let Ok((index, outcome)) = joined {
-                outcomes[index] = outcome;
+            if let Ok(done) = joined {
+                for (index, outcome) in done {
+                    outcomes[index] = outcome;
+                }
             }
         }
         outcomes
@@ -124,6 +170,9 @@ impl Dispatcher {
     }
 
     async fn handle_with(&self, message: &ReceivedMessage, memo: Option<&BatchMemo>) -> MessageOutcome {
+        if let Some(task) = ReplayTask::parse(&message.body) {
+            return self.run_replay_step(&task, message).await;
+        }
         let Some(task) = DeliveryTask::parse(&message.body) else {
             // Poison: make it visible again at once so it reaches the DLQ
             // after maxReceiveCount receives, never silently dropped.
@@ -148,6 +197,36 @@ impl Dispatcher {
         }
         .instrument(span)
         .await
+    }
+
+    async fn run_replay_step(&self, task: &ReplayTask, message: &ReceivedMessage) -> MessageOutcome {
+        let span = tracing::info_span!("replay", replay_id = %task.replay_id, endpoint_id = %task.endpoint_id);
+        match self.service.run_replay_step(task).instrument(span).await {
+            Ok(()) => MessageOutcome::Done,
+            Err(err) => {
+                tracing::warn!(error = %err, replay_id = %task.replay_id, "replay step failed; will retry");
+                self.set_visibility(message, self.service.config().retry_schedule.shortest()).await;
+                MessageOutcome::RetryLater
+            }
+        }
+    }
+
+    /// Holds a delivery back without spending an attempt (breaker open, rate
+    /// limit). A message deferred many times is replaced by a fresh copy, so
+    /// waiting never walks it into the dead-letter queue; an ordered
+    /// endpoint's message keeps its place instead (its queue allows many
+    /// more receives).
+    async fn defer(&self, message: &ReceivedMessage, wait: Duration) -> MessageOutcome {
+        let wait = wait.min(MAX_VISIBILITY);
+        if message.group.is_none() && message.receive_count >= REQUEUE_AFTER_RECEIVES {
+            let copy = OutgoingMessage { body: message.body.clone(), delay: wait.min(MAX_SEND_DELAY), group: None };
+            match self.service.queue().send(copy).await {
+                Ok(()) => return MessageOutcome::Done,
+                Err(err) => tracing::warn!(error = %err, "could not requeue a deferred delivery; keeping it"),
+            }
+        }
+        self.set_visibility(message, wait).await;
+        MessageOutcome::RetryLater
     }
 
     async fn set_visibility(&self, message: &ReceivedMessage, delay: Duration) {
@@ -216,7 +295,14 @@ impl Dispatcher {
                 return self.finish_unsent(delivery, ErrorCode::EndpointDisabled, &reason, message).await;
             }
         };
-        self.send_and_record(delivery, endpoint, event, message).await
+        let probe = match self.service.admit_delivery(&endpoint).await.map_err(into_store_error)? {
+            Admission::Send { probe } => probe,
+            Admission::Wait(wait) => {
+                tracing::debug!(wait_ms = wait.as_millis() as u64, "delivery held back by the endpoint's controls");
+                return Ok(self.defer(message, wait).await);
+            }
+        };
+        self.send_and_record(delivery, endpoint, event, message, probe).await
     }
 
     /// Records a delivery that will not be sent as failed, with an attempt saying why.
@@ -305,15 +391,26 @@ impl Dispatcher {
         let body = Bytes::from(serde_json::to_vec(&body).map_err(|e| e.to_string())?);
         let secret_box = self.service.secret_box();
         let now = self.service.clock().now();
+        // The rotated-out secret and key sign too until their overlap ends.
+        let overlap = endpoint.previous_secret_expires_at.is_some_and(|until| until > now);
         let mut keys = Vec::with_capacity(2);
-        let current = secret_box.open(&endpoint.secret_encrypted).map_err(|e| e.to_string())?;
-        keys.push(decode_secret(&current).map_err(|e| e.to_string())?);
-        if let (Some(previous), Some(until)) =
-            (&endpoint.previous_secret_encrypted, endpoint.previous_secret_expires_at)
-            && until > now
-        {
-            let previous = secret_box.open(previous).map_err(|e| e.to_string())?;
-            keys.push(decode_secret(&previous).map_err(|e| e.to_string())?);
+        if endpoint.controls.signs_with(SignatureScheme::HmacSha256) {
+            let current = secret_box.open(&endpoint.secret_encrypted).map_err(|e| e.to_string())?;
+            keys.push(decode_secret(&current).map_err(|e| e.to_string())?);
+            if let Some(previous) = endpoint.previous_secret_encrypted.as_ref().filter(|_| overlap) {
+                let previous = secret_box.open(previous).map_err(|e| e.to_string())?;
+                keys.push(decode_secret(&previous).map_err(|e| e.to_string())?);
+            }
+        }
+        let mut ed25519_keys = Vec::with_capacity(2);
+        if endpoint.controls.signs_with(SignatureScheme::Ed25519) {
+            let signing = &endpoint.signing_keys;
+            let current = signing.ed25519_encrypted.as_ref().ok_or("endpoint has no Ed25519 key")?;
+            let previous = signing.previous_ed25519_encrypted.as_ref().filter(|_| overlap);
+            for sealed in std::iter::once(current).chain(previous) {
+                let key = secret_box.open(sealed).map_err(|e| e.to_string())?;
+                ed25519_keys.push(decode_ed25519_key(&key).map_err(|e| e.to_string())?);
+            }
         }
         // webhook-id is the event id: stable across retries and endpoints, so
         // receivers can deduplicate.
@@ -323,7 +420,7 @@ impl Dispatcher {
             ("user-agent".to_string(), self.user_agent.clone()),
             ("webhook-id".to_string(), msg_id.to_string()),
             ("webhook-timestamp".to_string(), timestamp.to_string()),
-            ("webhook-signature".to_string(), signature_header(&keys, msg_id, timestamp, &body)),
+            ("webhook-signature".to_string(), signature_header_with(&keys, &ed25519_keys, msg_id, timestamp, &body)),
         ];
         headers.extend(endpoint.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(OutgoingWebhook {
@@ -340,6 +437,7 @@ impl Dispatcher {
         endpoint: Endpoint,
         event: Event,
         message: &ReceivedMessage,
+        probe: bool,
     ) -> Result<MessageOutcome, StoreError> {
         let service = &self.service;
         let started_at = service.clock().now();
@@ -415,6 +513,7 @@ impl Dispatcher {
             return self.after_lost_race(&app_id, &delivery_id, message).await;
         }
         self.metrics.record(succeeded, duration_ms);
+        self.service.record_delivery_outcome(&endpoint, probe, succeeded).await;
         self.update_endpoint_health(&endpoint, succeeded, gone).await;
         match next_delay {
             Some(delay) => {
@@ -453,4 +552,10 @@ impl Dispatcher {
             tracing::warn!(error = %err, endpoint_id = %endpoint.id, "could not update endpoint health");
         }
     }
+}
+
+/// The dispatcher treats any failure of the controls' bookkeeping like a
+/// store failure: the message is kept and comes back.
+fn into_store_error(err: ServiceError) -> StoreError {
+    StoreError::Unavailable(err.to_string())
 }

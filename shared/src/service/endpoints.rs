@@ -3,13 +3,18 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::auth::portal_forbidden;
+use super::controls::CircuitStatus;
 use super::{
     AppPrincipal, ListPage, ListQuery, Principal, Published, ServiceError, ServiceResult, Skyhook, Violations, validate,
 };
+use crate::crypto::SecretBox;
 use crate::domain::limits::*;
-use crate::domain::{Endpoint, Id, IdKind, PayloadFormat, Scope, Timestamp};
+use crate::domain::{
+    CircuitBreakerSettings, DeliveryControls, Endpoint, Id, IdKind, PayloadFormat, Scope, SignatureScheme, Timestamp,
+};
+use crate::filter::PayloadFilter;
 use crate::ports::{EndpointFilter, EndpointStats, Page, StoreError};
-use crate::signing::{decode_secret, generate_secret};
+use crate::signing::{decode_secret, ed25519_public_key, generate_ed25519_key, generate_secret};
 use crate::ssrf::check_url_at_create;
 
 /// A whole endpoint as sent to create (POST) or replace (PUT).
@@ -26,6 +31,40 @@ pub struct EndpointInput {
     /// A `whsec_` secret to use instead of a generated one (create only).
     pub secret: Option<String>,
     pub metadata: Option<BTreeMap<String, String>>,
+    pub controls: ControlsPatch,
+}
+
+/// Changes to an endpoint's delivery controls; `None` leaves a field as it
+/// is (on create and PUT: its default), `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct ControlsPatch {
+    pub ordered: Option<bool>,
+    pub rate_limit: Option<Option<u32>>,
+    pub circuit_breaker: Option<CircuitBreakerPatch>,
+    pub filter: Option<Option<PayloadFilter>>,
+    pub signature_schemes: Option<Vec<SignatureScheme>>,
+}
+
+/// The breaker fields given; the others keep their values.
+#[derive(Debug, Clone, Default)]
+pub struct CircuitBreakerPatch {
+    pub enabled: Option<bool>,
+    pub failure_ratio: Option<f64>,
+    pub min_requests: Option<u32>,
+    pub window_secs: Option<u32>,
+    pub open_secs: Option<u32>,
+}
+
+/// `GET /v1/endpoints/{id}/stats`: the counts, and the controls' live state.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStatsView {
+    #[serde(flatten)]
+    pub stats: EndpointStats,
+    pub circuit: CircuitStatus,
+    /// The endpoint's rate limit (deliveries per second), if any.
+    pub rate_limit: Option<u32>,
+    pub ordered: bool,
 }
 
 /// The fields a PATCH changes; `description: Some(None)` clears it.
@@ -40,6 +79,7 @@ pub struct EndpointPatch {
     pub payload_format: Option<PayloadFormat>,
     pub is_active: Option<bool>,
     pub metadata: Option<BTreeMap<String, String>>,
+    pub controls: ControlsPatch,
 }
 
 /// The only responses that carry the signing secret: create and rotate.
@@ -76,6 +116,7 @@ impl Skyhook {
             validate::metadata(v, "metadata", metadata);
         }
         validate::in_range(v, "maxAttempts", patch.max_attempts, 1, MAX_MAX_ATTEMPTS);
+        check_controls(v, &patch.controls);
         validate::in_range(v, "timeoutSecs", patch.timeout_secs, 1, MAX_TIMEOUT_SECS);
         if let Some(types) = &patch.event_types {
             if types.len() > MAX_EVENT_TYPES_PER_ENDPOINT {
@@ -94,7 +135,7 @@ impl Skyhook {
     }
 
     /// The caller's endpoint; one a portal session was not issued for is not found.
-    async fn find_endpoint(&self, app: &AppPrincipal, id: &str) -> ServiceResult<Endpoint> {
+    pub(crate) async fn find_endpoint(&self, app: &AppPrincipal, id: &str) -> ServiceResult<Endpoint> {
         let id = Id::parse(IdKind::Endpoint, id)
             .filter(|id| app.allows_endpoint(id))
             .ok_or(ServiceError::NotFound("endpoint"))?;
@@ -156,6 +197,7 @@ impl Skyhook {
             payload_format: input.payload_format,
             is_active: input.is_active,
             metadata: input.metadata.clone(),
+            controls: input.controls.clone(),
         };
         self.check_endpoint_fields(&mut v, &app.application_id, &fields).await?;
         v.into_result()?;
@@ -187,6 +229,8 @@ impl Skyhook {
             created_at: now,
             updated_at: now,
         };
+        let mut endpoint = endpoint;
+        apply_controls(&mut endpoint, &input.controls, &self.secret_box);
         self.store.create_endpoint(&endpoint).await?;
         Ok(CreatedEndpoint { endpoint, secret })
     }
@@ -235,6 +279,7 @@ impl Skyhook {
             payload_format: Some(input.payload_format.unwrap_or_default()),
             is_active: Some(input.is_active.unwrap_or(true)),
             metadata: Some(input.metadata.unwrap_or_default()),
+            controls: controls_or_defaults(input.controls),
         };
         self.update_endpoint(who, id, patch).await
     }
@@ -254,7 +299,12 @@ impl Skyhook {
         let mut v = Violations::new();
         self.check_endpoint_fields(&mut v, &app.application_id, &patch).await?;
         v.into_result()?;
-        self.modify_endpoint(app, id, |endpoint| apply_patch(endpoint, patch.clone())).await
+        let secret_box = &self.secret_box;
+        self.modify_endpoint(app, id, |endpoint| {
+            apply_controls(endpoint, &patch.controls, secret_box);
+            apply_patch(endpoint, patch.clone());
+        })
+        .await
     }
 
     /// Read, change, write back only if nobody wrote in between (a PATCH, a
@@ -357,6 +407,13 @@ impl Skyhook {
                     Some(std::mem::replace(&mut endpoint.secret_encrypted, sealed.clone()));
                 endpoint.previous_secret_expires_at = Some(overlap_until);
                 endpoint.secret_last4 = last4(&secret);
+                if endpoint.signing_keys.ed25519_encrypted.is_some() {
+                    // A new key pair too; the old key signs beside it as long as the old secret does.
+                    let (sealed, public) = new_ed25519_key(&self.secret_box);
+                    let keys = &mut endpoint.signing_keys;
+                    keys.previous_ed25519_encrypted = keys.ed25519_encrypted.replace(sealed);
+                    endpoint.controls.public_key = Some(public);
+                }
             })
             .await?;
         Ok(CreatedEndpoint { endpoint, secret })
@@ -381,13 +438,103 @@ impl Skyhook {
         who: &Principal,
         id: &str,
         since: Option<Timestamp>,
-    ) -> ServiceResult<EndpointStats> {
+    ) -> ServiceResult<EndpointStatsView> {
         let app = who.require_scoped(Scope::WebhooksRead)?;
         let endpoint = self.find_endpoint(app, id).await?;
         let since = since.unwrap_or_else(|| self.clock.now() - chrono::Duration::hours(24));
         let mut stats = self.store.endpoint_stats(&app.application_id, &endpoint.id, since).await?;
         stats.since = Some(since);
-        Ok(stats)
+        let circuit = self.circuit_status(&endpoint).await?;
+        Ok(EndpointStatsView {
+            stats,
+            circuit,
+            rate_limit: endpoint.controls.rate_limit,
+            ordered: endpoint.controls.ordered,
+        })
+    }
+}
+
+/// PUT: controls not given take their defaults.
+fn controls_or_defaults(given: ControlsPatch) -> ControlsPatch {
+    let defaults = DeliveryControls::default();
+    let breaker = CircuitBreakerSettings::default();
+    let given_breaker = given.circuit_breaker.unwrap_or_default();
+    ControlsPatch {
+        ordered: Some(given.ordered.unwrap_or(defaults.ordered)),
+        rate_limit: Some(given.rate_limit.flatten()),
+        circuit_breaker: Some(CircuitBreakerPatch {
+            enabled: Some(given_breaker.enabled.unwrap_or(breaker.enabled)),
+            failure_ratio: Some(given_breaker.failure_ratio.unwrap_or(breaker.failure_ratio)),
+            min_requests: Some(given_breaker.min_requests.unwrap_or(breaker.min_requests)),
+            window_secs: Some(given_breaker.window_secs.unwrap_or(breaker.window_secs)),
+            open_secs: Some(given_breaker.open_secs.unwrap_or(breaker.open_secs)),
+        }),
+        filter: Some(given.filter.flatten()),
+        signature_schemes: Some(given.signature_schemes.unwrap_or(defaults.signature_schemes)),
+    }
+}
+
+fn check_controls(v: &mut Violations, controls: &ControlsPatch) {
+    if let Some(Some(rate)) = controls.rate_limit
+        && !(1..=MAX_RATE_LIMIT_PER_SEC).contains(&rate)
+    {
+        v.add("rateLimit", format!("must be between 1 and {MAX_RATE_LIMIT_PER_SEC} deliveries per second, or null"));
+    }
+    if let Some(breaker) = &controls.circuit_breaker {
+        if let Some(ratio) = breaker.failure_ratio
+            && !(0.01..=1.0).contains(&ratio)
+        {
+            v.add("circuitBreaker.failureRatio", "must be between 0.01 and 1");
+        }
+        validate::in_range(v, "circuitBreaker.minRequests", breaker.min_requests, 1, 10_000);
+        validate::in_range(v, "circuitBreaker.windowSecs", breaker.window_secs, 1, 3_600);
+        validate::in_range(v, "circuitBreaker.openSecs", breaker.open_secs, 1, 3_600);
+    }
+    if let Some(schemes) = &controls.signature_schemes
+        && schemes.is_empty()
+    {
+        v.add("signatureSchemes", "must name at least one of v1, v1a");
+    }
+}
+
+/// A fresh Ed25519 key: (sealed `whsk_` key, public `whpk_` key).
+fn new_ed25519_key(secret_box: &SecretBox) -> (String, String) {
+    let key = generate_ed25519_key();
+    let public = ed25519_public_key(&key).expect("a generated key is valid");
+    (secret_box.seal(&key), public)
+}
+
+fn apply_controls(endpoint: &mut Endpoint, patch: &ControlsPatch, secret_box: &SecretBox) {
+    let controls = &mut endpoint.controls;
+    if let Some(ordered) = patch.ordered {
+        controls.ordered = ordered;
+    }
+    if let Some(rate) = patch.rate_limit {
+        controls.rate_limit = rate;
+    }
+    if let Some(breaker) = &patch.circuit_breaker {
+        let settings = &mut controls.circuit_breaker;
+        settings.enabled = breaker.enabled.unwrap_or(settings.enabled);
+        settings.failure_ratio = breaker.failure_ratio.unwrap_or(settings.failure_ratio);
+        settings.min_requests = breaker.min_requests.unwrap_or(settings.min_requests);
+        settings.window_secs = breaker.window_secs.unwrap_or(settings.window_secs);
+        settings.open_secs = breaker.open_secs.unwrap_or(settings.open_secs);
+    }
+    if let Some(filter) = &patch.filter {
+        controls.filter = filter.clone();
+    }
+    if let Some(schemes) = &patch.signature_schemes {
+        let mut schemes = schemes.clone();
+        schemes.sort();
+        schemes.dedup();
+        controls.signature_schemes = schemes;
+    }
+    // The key pair is made the first time v1a is asked for, and kept if v1a
+    // is turned off again (turning it back on keeps the receivers' public key).
+    if controls.signs_with(SignatureScheme::Ed25519) && endpoint.signing_keys.ed25519_encrypted.is_none() {
+        let (sealed, public) = new_ed25519_key(secret_box);
+        endpoint.signing_keys.ed25519_encrypted = Some(sealed);
+        controls.public_key = Some(public);
     }
 }
 

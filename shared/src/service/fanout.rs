@@ -4,7 +4,7 @@
 //! simply run again: by the DynamoDB stream's retries on AWS, by the outbox
 //! sweep on the embedded backend. The event is marked fanned out last.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -53,8 +53,24 @@ impl Skyhook {
     }
 
     async fn fan_out_with(&self, event: &Event, memo: Option<&EndpointMemo>) -> ServiceResult<u32> {
-        if event.fanned_out {
+        let Some(planned) = self.write_fanout_deliveries(event, memo).await? else {
             return Ok(event.delivery_count);
+        };
+        self.enqueue(&planned.unfinished, &planned.ordered).await?;
+        self.store.mark_event_fanned_out(&event.application_id, &event.id, planned.count).await?;
+        tracing::debug!(event_id = %event.id, deliveries = planned.count, "event fanned out");
+        Ok(planned.count)
+    }
+
+    /// The first step of a fan-out: writes the event's deliveries; `None`
+    /// when it was fanned out already.
+    async fn write_fanout_deliveries(
+        &self,
+        event: &Event,
+        memo: Option<&EndpointMemo>,
+    ) -> ServiceResult<Option<PlannedFanout>> {
+        if event.fanned_out {
+            return Ok(None);
         }
         // A fan-out interrupted before it was marked left deliveries behind;
         // they count, and are queued again, even if their endpoint no longer
@@ -73,6 +89,14 @@ impl Skyhook {
             }
             _ => self.matching_endpoints(event).await?,
         };
+        // The payload filter is per event, so it applies after the memo.
+        let endpoints: Vec<&Endpoint> = endpoints
+            .iter()
+            .filter(|ep| {
+                event.target_endpoint_id.is_some()
+                    || ep.controls.filter.as_ref().is_none_or(|filter| filter.matches(&event.payload))
+            })
+            .collect();
         let new: Vec<Delivery> = endpoints
             .iter()
             .filter(|ep| !existing.iter().any(|d| d.endpoint_id == ep.id))
@@ -82,10 +106,8 @@ impl Skyhook {
         let count = (existing.len() + new.len()) as u32;
         let mut unfinished: Vec<Delivery> = existing.into_iter().filter(|d| !d.status.is_final()).collect();
         unfinished.extend(new);
-        self.enqueue(&unfinished).await?;
-        self.store.mark_event_fanned_out(&event.application_id, &event.id, count).await?;
-        tracing::debug!(event_id = %event.id, deliveries = count, "event fanned out");
-        Ok(count)
+        let ordered = endpoints.iter().filter(|ep| ep.controls.ordered).map(|ep| ep.id.clone()).collect();
+        Ok(Some(PlannedFanout { count, unfinished, ordered }))
     }
 
     /// Fans out every event still waiting (after a crash, or when woken by a
@@ -118,19 +140,42 @@ impl Skyhook {
         let memo = EndpointMemo::default();
         let mut done = 0;
         for chunk in events.chunks(concurrency.max(1)) {
-            let results = join_all(chunk.iter().map(|event| self.fan_out_with(event, Some(&memo))).collect()).await;
-            let mut first_error = None;
-            for (event, result) in chunk.iter().zip(results) {
+            // Three phases, each concurrent within the chunk: the writes of
+            // deliveries, then every message in publish order (an ordered
+            // endpoint's queue order is its delivery order), then the marks.
+            let written =
+                join_all(chunk.iter().map(|event| self.write_fanout_deliveries(event, Some(&memo))).collect()).await;
+            let mut planned = Vec::with_capacity(chunk.len());
+            for (event, result) in chunk.iter().zip(written) {
                 match result {
-                    Ok(_) => done += 1,
+                    Ok(Some(plan)) => planned.push((event, plan)),
+                    Ok(None) => done += 1,
                     Err(err) => {
                         tracing::warn!(event_id = %event.id, error = %err, "fan-out failed; will retry");
-                        first_error.get_or_insert(err);
+                        return Err(err);
                     }
                 }
             }
-            if let Some(err) = first_error {
-                return Err(err);
+            let mut unfinished = Vec::new();
+            let mut ordered = HashSet::new();
+            for (_, plan) in &planned {
+                unfinished.extend(plan.unfinished.iter().cloned());
+                ordered.extend(plan.ordered.iter().cloned());
+            }
+            self.enqueue(&unfinished, &ordered).await?;
+            let marks = join_all(
+                planned
+                    .iter()
+                    .map(|(event, plan)| self.store.mark_event_fanned_out(&event.application_id, &event.id, plan.count))
+                    .collect(),
+            )
+            .await;
+            for ((event, _), result) in planned.iter().zip(marks) {
+                if let Err(err) = result {
+                    tracing::warn!(event_id = %event.id, error = %err, "fan-out failed; will retry");
+                    return Err(err.into());
+                }
+                done += 1;
             }
         }
         Ok(done)
@@ -189,7 +234,11 @@ impl Skyhook {
             error_message: None,
             timestamp_sent: None,
             next_attempt_at: Some(now),
-            retry_of: retry_of.map(|d| d.id.clone()),
+            // A retry of a replay's delivery stays the replay's (see `Delivery::counts_on_event`).
+            retry_of: retry_of.map(|d| match &d.retry_of {
+                Some(replay) if !d.counts_on_event() => replay.clone(),
+                _ => d.id.clone(),
+            }),
             retried_by: None,
             delivered_at: None,
             created_at: now,
@@ -199,13 +248,46 @@ impl Skyhook {
         }
     }
 
-    pub(crate) async fn enqueue(&self, deliveries: &[Delivery]) -> ServiceResult<()> {
+    /// One message per delivery, in the given order; an ordered endpoint's
+    /// go into its own FIFO group (the endpoint id), one at a time, in order.
+    pub(crate) async fn enqueue(&self, deliveries: &[Delivery], ordered: &HashSet<Id>) -> ServiceResult<()> {
         if deliveries.is_empty() {
             return Ok(());
         }
-        let messages =
-            deliveries.iter().map(|d| OutgoingMessage::now(DeliveryTask::for_delivery(d).to_body())).collect();
+        let messages = deliveries
+            .iter()
+            .map(|d| {
+                let body = DeliveryTask::for_delivery(d).to_body();
+                if ordered.contains(&d.endpoint_id) {
+                    OutgoingMessage::in_group(body, d.endpoint_id.as_str())
+                } else {
+                    OutgoingMessage::now(body)
+                }
+            })
+            .collect();
         self.queue.send_batch(messages).await?;
         Ok(())
     }
+
+    /// Which of these deliveries' endpoints are ordered (for [`Skyhook::enqueue`]).
+    pub(crate) async fn ordered_endpoints(&self, deliveries: &[Delivery]) -> ServiceResult<HashSet<Id>> {
+        let mut ordered = HashSet::new();
+        let mut seen = HashSet::new();
+        for delivery in deliveries {
+            if seen.insert(delivery.endpoint_id.clone())
+                && let Some(endpoint) = self.store.get_endpoint(&delivery.application_id, &delivery.endpoint_id).await?
+                && endpoint.controls.ordered
+            {
+                ordered.insert(endpoint.id);
+            }
+        }
+        Ok(ordered)
+    }
+}
+
+/// A fan-out's deliveries, written and not yet queued.
+struct PlannedFanout {
+    count: u32,
+    unfinished: Vec<Delivery>,
+    ordered: HashSet<Id>,
 }

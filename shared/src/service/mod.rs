@@ -4,6 +4,7 @@
 mod api_keys;
 mod applications;
 mod auth;
+pub mod controls;
 mod deliveries;
 pub mod dispatcher;
 mod endpoints;
@@ -15,6 +16,7 @@ pub mod metrics;
 mod pagination;
 mod portal;
 mod rate_limit;
+pub mod replay;
 pub mod validate;
 
 use std::sync::Arc;
@@ -23,14 +25,18 @@ use std::time::Duration;
 pub use api_keys::{CreateApiKey, CreatedApiKey};
 pub use applications::{ApplicationPatch, CreateApplication};
 pub use auth::{AccessToken, AppPrincipal, Credential, Principal};
+pub use controls::{Admission, CircuitState, CircuitStatus};
 pub use deliveries::{BulkRetry, BulkRetryResult, DeliveryWithAttempts};
 pub use dispatcher::{DeliveryTask, Dispatcher, MessageOutcome};
-pub use endpoints::{CreatedEndpoint, EndpointInput, EndpointPatch, TestEvent};
+pub use endpoints::{
+    CircuitBreakerPatch, ControlsPatch, CreatedEndpoint, EndpointInput, EndpointPatch, EndpointStatsView, TestEvent,
+};
 pub use error::{FieldError, ServiceError, ServiceResult, Violations};
 pub use event_types::EventTypeInput;
 pub use events::{PublishEvent, Published};
 pub use pagination::{ListPage, ListQuery};
 pub use portal::{PortalSession, PortalSessionRequest};
+pub use replay::{Replay, ReplayRequest, ReplayStatus, ReplayTask};
 
 use crate::crypto::SecretBox;
 use crate::domain::{Application, Id};

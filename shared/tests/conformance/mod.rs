@@ -21,7 +21,8 @@
 //! - lists are newest first; the last page has `next == None`;
 //! - `list_attempts` is in attempt-number order;
 //! - `endpoint_stats.hourly` has one bucket per hour that had attempts,
-//!   oldest first; p95 is the nearest-rank percentile.
+//!   oldest first; p95 is the nearest-rank percentile;
+//! - control records and counters expire to the nanosecond, like events.
 
 #![allow(dead_code)]
 
@@ -32,12 +33,14 @@ use std::sync::Arc;
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::json;
 use skyhook::domain::{
-    ApiKey, Application, Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, ErrorCode, Event, EventStatus, EventType,
-    Id, IdKind, PayloadFormat, ResponseStatus, Scope, Timestamp,
+    ApiKey, Application, CircuitBreakerSettings, Delivery, DeliveryAttempt, DeliveryControls, DeliveryStatus, Endpoint,
+    ErrorCode, Event, EventStatus, EventType, Id, IdKind, PayloadFormat, ResponseStatus, Scope, SignatureScheme,
+    SigningKeys, Timestamp,
 };
+use skyhook::filter::PayloadFilter;
 use skyhook::ports::{
     AttemptRecord, Clock, DeliveryFilter, EndpointFilter, EventFilter, InsertEvent, ManualClock, Page, PageRequest,
-    Store, StoreError, StoreResult,
+    StateRecord, Store, StoreError, StoreResult,
 };
 
 /// Generates one `#[tokio::test]` per conformance case for a backend.
@@ -79,6 +82,13 @@ macro_rules! store_conformance_tests {
             given_a_failed_delivery_when_retried_then_counters_move_back_and_a_second_retry_conflicts,
             given_a_delivery_when_deleted_then_it_and_its_attempts_leave_the_event_counters,
             given_a_store_when_pinged_then_it_answers,
+            given_an_endpoint_with_delivery_controls_and_signing_keys_then_they_round_trip_through_every_write,
+            given_a_control_record_when_written_with_versions_then_only_the_expected_version_wins,
+            given_a_control_record_when_it_expires_then_it_reads_as_absent_and_can_be_created_again,
+            given_control_records_when_listed_by_prefix_then_greatest_key_first_in_complete_pages,
+            given_counters_when_added_to_then_they_accumulate_and_a_limit_refuses_without_change,
+            given_counters_when_they_expire_then_they_restart_from_zero_with_the_new_expiry,
+            given_an_application_with_control_state_when_deleted_then_its_records_and_counters_are_gone,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -310,6 +320,38 @@ pub async fn record(
     let record = AttemptRecord { delivery: d.clone(), attempt: attempt.clone(), expected_attempt_count: expected };
     ctx.store.record_attempt(&record).await.unwrap();
     attempt
+}
+
+/// Non-default delivery controls: every field changed.
+pub fn custom_controls() -> DeliveryControls {
+    DeliveryControls {
+        ordered: true,
+        rate_limit: Some(5),
+        circuit_breaker: CircuitBreakerSettings {
+            enabled: false,
+            failure_ratio: 0.25,
+            min_requests: 7,
+            window_secs: 120,
+            open_secs: 45,
+        },
+        filter: Some(PayloadFilter::parse(&json!({"field": "amount", "gte": 100})).unwrap()),
+        signature_schemes: vec![SignatureScheme::HmacSha256, SignatureScheme::Ed25519],
+        public_key: Some("whpk_MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE".to_string()),
+    }
+}
+
+/// Non-empty signing keys (current and rotated-out).
+pub fn custom_signing_keys() -> SigningKeys {
+    SigningKeys {
+        ed25519_encrypted: Some("v1:nonce:ed25519-current".to_string()),
+        previous_ed25519_encrypted: Some("v1:nonce:ed25519-previous".to_string()),
+    }
+}
+
+/// A key as the service layer makes them: `ep_<ulid>/rpl_<ulid>`, later ones greater.
+fn replay_key(ctx: &Ctx, endpoint: &Id) -> String {
+    let ulid = Id::new(IdKind::Event, ctx.tick()).to_string();
+    format!("{endpoint}/rpl_{}", ulid.trim_start_matches("evt_"))
 }
 
 /// Reads every page of a list; asserts no page is over `limit`.
@@ -1499,4 +1541,316 @@ pub async fn given_a_store_when_pinged_then_it_answers(ctx: Ctx) {
     // GIVEN a fresh store WHEN pinged THEN it answers and names its backend
     ctx.store.ping().await.unwrap();
     assert!(!ctx.store.backend_name().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Delivery controls on endpoints
+
+pub async fn given_an_endpoint_with_delivery_controls_and_signing_keys_then_they_round_trip_through_every_write(
+    ctx: Ctx,
+) {
+    // GIVEN an endpoint with every control changed (ordered, throttled, breaker
+    // settings, a filter, both signature schemes, a public key) and signing keys
+    let a = create_app(&ctx, "A").await;
+    let mut ep = endpoint(&ctx, &a.id, &["invoice.paid"]);
+    ep.controls = custom_controls();
+    ep.signing_keys = custom_signing_keys();
+    let list = |ctx: &Ctx| {
+        let (store, app) = (ctx.store.clone(), a.id.clone());
+        async move { store.list_endpoints(&app, &EndpointFilter::default(), &PageRequest::first(10)).await.unwrap() }
+    };
+
+    // WHEN created THEN get and list return it exactly
+    ctx.store.create_endpoint(&ep).await.unwrap();
+    assert_eq!(ctx.store.get_endpoint(&a.id, &ep.id).await.unwrap(), Some(ep.clone()));
+    assert_eq!(list(&ctx).await.items, vec![ep.clone()]);
+
+    // WHEN replaced with other controls (one scheme, another filter, keys rotated)
+    let mut updated = ep.clone();
+    updated.controls.ordered = false;
+    updated.controls.rate_limit = Some(50);
+    updated.controls.circuit_breaker = CircuitBreakerSettings { enabled: true, ..ep.controls.circuit_breaker };
+    updated.controls.filter = Some(PayloadFilter::parse(&json!({"field": "currency", "eq": "EUR"})).unwrap());
+    updated.controls.signature_schemes = vec![SignatureScheme::Ed25519];
+    updated.controls.public_key = Some("whpk_rotated".to_string());
+    updated.signing_keys = SigningKeys {
+        ed25519_encrypted: Some("v1:nonce:ed25519-new".to_string()),
+        previous_ed25519_encrypted: ep.signing_keys.ed25519_encrypted.clone(),
+    };
+    updated.updated_at = ctx.tick();
+    assert!(ctx.store.update_endpoint(&updated, ep.updated_at).await.unwrap());
+    // THEN get and list return the new version exactly
+    assert_eq!(ctx.store.get_endpoint(&a.id, &ep.id).await.unwrap(), Some(updated.clone()));
+    assert_eq!(list(&ctx).await.items, vec![updated.clone()]);
+
+    // WHEN the failure streak is set THEN the controls and keys stay as they are
+    ctx.store.set_endpoint_failing_since(&a.id, &ep.id, Some(ctx.now())).await.unwrap();
+    let streak = ctx.store.get_endpoint(&a.id, &ep.id).await.unwrap().expect("endpoint");
+    assert_eq!((&streak.controls, &streak.signing_keys), (&updated.controls, &updated.signing_keys));
+
+    // WHEN replaced with the defaults THEN the defaults read back
+    let mut plain = streak.clone();
+    plain.controls = DeliveryControls::default();
+    plain.signing_keys = SigningKeys::default();
+    plain.updated_at = ctx.tick();
+    assert!(ctx.store.update_endpoint(&plain, streak.updated_at).await.unwrap());
+    assert_eq!(ctx.store.get_endpoint(&a.id, &ep.id).await.unwrap(), Some(plain.clone()));
+    assert_eq!(list(&ctx).await.items, vec![plain]);
+}
+
+// ---------------------------------------------------------------------------
+// Control state: records
+
+pub async fn given_a_control_record_when_written_with_versions_then_only_the_expected_version_wins(ctx: Ctx) {
+    // GIVEN applications A and B and a breaker key
+    let a = create_app(&ctx, "A").await;
+    let b = create_app(&ctx, "B").await;
+    let key = Id::new(IdKind::Endpoint, ctx.tick()).to_string();
+    let expires = ctx.now() + Duration::hours(1);
+    let closed = r#"{"state":"closed"}"#;
+
+    // WHEN A creates it (expected version 0) THEN it is stored at version 1
+    assert!(ctx.store.put_record(&a.id, "breaker", &key, closed, 0, expires).await.unwrap());
+    let v1 = StateRecord {
+        kind: "breaker".to_string(),
+        key: key.clone(),
+        body: closed.to_string(),
+        version: 1,
+        expires_at: expires,
+    };
+    assert_eq!(ctx.store.get_record(&a.id, "breaker", &key).await.unwrap(), Some(v1.clone()));
+
+    // WHEN it is created a second time THEN refused and unchanged
+    assert!(!ctx.store.put_record(&a.id, "breaker", &key, r#"{"state":"open"}"#, 0, expires).await.unwrap());
+    assert_eq!(ctx.store.get_record(&a.id, "breaker", &key).await.unwrap(), Some(v1.clone()));
+
+    // WHEN written with the version read (1) THEN it is version 2 with the new body and expiry
+    let later = expires + Duration::hours(1);
+    assert!(ctx.store.put_record(&a.id, "breaker", &key, r#"{"state":"open"}"#, 1, later).await.unwrap());
+    let v2 = StateRecord { body: r#"{"state":"open"}"#.to_string(), version: 2, expires_at: later, ..v1.clone() };
+    assert_eq!(ctx.store.get_record(&a.id, "breaker", &key).await.unwrap(), Some(v2.clone()));
+
+    // WHEN a writer still holding version 1, or one ahead (3), writes THEN refused and the body is unchanged
+    assert!(!ctx.store.put_record(&a.id, "breaker", &key, r#"{"state":"half_open"}"#, 1, later).await.unwrap());
+    assert!(!ctx.store.put_record(&a.id, "breaker", &key, r#"{"state":"half_open"}"#, 3, later).await.unwrap());
+    assert_eq!(ctx.store.get_record(&a.id, "breaker", &key).await.unwrap(), Some(v2.clone()));
+
+    // AND another kind under the same key is another record
+    assert_eq!(ctx.store.get_record(&a.id, "replay", &key).await.unwrap(), None);
+
+    // AND application B cannot see it, cannot update it, and creating its own leaves A's alone
+    assert_eq!(ctx.store.get_record(&b.id, "breaker", &key).await.unwrap(), None);
+    assert!(!ctx.store.put_record(&b.id, "breaker", &key, closed, 2, later).await.unwrap());
+    assert!(ctx.store.put_record(&b.id, "breaker", &key, closed, 0, later).await.unwrap());
+    assert_eq!(ctx.store.get_record(&b.id, "breaker", &key).await.unwrap().map(|r| r.version), Some(1));
+    assert_eq!(ctx.store.get_record(&a.id, "breaker", &key).await.unwrap(), Some(v2));
+    let b_records = ctx.store.list_records(&b.id, "breaker", "", &PageRequest::first(10)).await.unwrap().items;
+    assert_eq!(b_records.iter().map(|r| (r.body.as_str(), r.version)).collect::<Vec<_>>(), vec![(closed, 1)]);
+}
+
+pub async fn given_a_control_record_when_it_expires_then_it_reads_as_absent_and_can_be_created_again(ctx: Ctx) {
+    // GIVEN a record at version 2 expiring in an hour (sub-second expiry on purpose)
+    let a = create_app(&ctx, "A").await;
+    let key = Id::new(IdKind::Endpoint, ctx.tick()).to_string();
+    let expires = ctx.now() + Duration::hours(1);
+    assert!(ctx.store.put_record(&a.id, "breaker", &key, "{}", 0, expires).await.unwrap());
+    assert!(ctx.store.put_record(&a.id, "breaker", &key, r#"{"n":2}"#, 1, expires).await.unwrap());
+
+    // WHEN the clock is one nanosecond before the expiry THEN it is still there
+    ctx.clock.set(expires - Duration::nanoseconds(1));
+    assert_eq!(ctx.store.get_record(&a.id, "breaker", &key).await.unwrap().map(|r| r.version), Some(2));
+    assert_eq!(ctx.store.list_records(&a.id, "breaker", "", &PageRequest::first(10)).await.unwrap().items.len(), 1);
+
+    // WHEN the expiry has passed
+    ctx.clock.advance(Duration::seconds(1));
+    // THEN gets and lists skip it
+    assert_eq!(ctx.store.get_record(&a.id, "breaker", &key).await.unwrap(), None);
+    let listed = ctx.store.list_records(&a.id, "breaker", "", &PageRequest::first(10)).await.unwrap();
+    assert!(listed.items.is_empty());
+    assert_eq!(listed.next, None);
+    // AND its last version no longer counts
+    assert!(
+        !ctx.store.put_record(&a.id, "breaker", &key, r#"{"n":3}"#, 2, ctx.now() + Duration::hours(1)).await.unwrap()
+    );
+    assert_eq!(ctx.store.get_record(&a.id, "breaker", &key).await.unwrap(), None);
+
+    // WHEN created again with expected version 0 THEN it starts over at version 1
+    let renewed = ctx.now() + Duration::hours(1);
+    assert!(ctx.store.put_record(&a.id, "breaker", &key, r#"{"n":1}"#, 0, renewed).await.unwrap());
+    let got = ctx.store.get_record(&a.id, "breaker", &key).await.unwrap().expect("record");
+    assert_eq!((got.body.as_str(), got.version, got.expires_at), (r#"{"n":1}"#, 1, renewed));
+    // AND it is versioned from there
+    assert!(ctx.store.put_record(&a.id, "breaker", &key, r#"{"n":2}"#, 1, renewed).await.unwrap());
+    assert_eq!(ctx.store.get_record(&a.id, "breaker", &key).await.unwrap().map(|r| r.version), Some(2));
+}
+
+pub async fn given_control_records_when_listed_by_prefix_then_greatest_key_first_in_complete_pages(ctx: Ctx) {
+    // GIVEN five replay records of endpoint E1, two of E2, a breaker record
+    // under E1's prefix, an expiring replay of E1, and a replay of E1 in application B
+    let a = create_app(&ctx, "A").await;
+    let b = create_app(&ctx, "B").await;
+    let e1 = Id::new(IdKind::Endpoint, ctx.tick());
+    let e2 = Id::new(IdKind::Endpoint, ctx.tick());
+    let day = ctx.now() + Duration::days(1);
+    let mut e1_keys = Vec::new();
+    for i in 0..5 {
+        let key = replay_key(&ctx, &e1);
+        assert!(ctx.store.put_record(&a.id, "replay", &key, &format!(r#"{{"n":{i}}}"#), 0, day).await.unwrap());
+        e1_keys.push(key);
+        if i == 2 {
+            let short = replay_key(&ctx, &e1);
+            let soon = ctx.now() + Duration::minutes(1);
+            assert!(ctx.store.put_record(&a.id, "replay", &short, "{}", 0, soon).await.unwrap());
+        }
+    }
+    let mut e2_keys = Vec::new();
+    for _ in 0..2 {
+        let key = replay_key(&ctx, &e2);
+        assert!(ctx.store.put_record(&a.id, "replay", &key, "{}", 0, day).await.unwrap());
+        e2_keys.push(key);
+    }
+    let breaker_key = format!("{e1}/breaker");
+    assert!(ctx.store.put_record(&a.id, "breaker", &breaker_key, "{}", 0, day).await.unwrap());
+    assert!(ctx.store.put_record(&b.id, "replay", &replay_key(&ctx, &e1), "{}", 0, day).await.unwrap());
+    ctx.clock.advance(Duration::minutes(2));
+
+    let list = |app: Id, kind: &'static str, prefix: String, limit: usize| {
+        let store = ctx.store.clone();
+        async move {
+            all_pages(limit, |page| {
+                let (store, app, prefix) = (store.clone(), app.clone(), prefix.clone());
+                async move { store.list_records(&app, kind, &prefix, &page).await }
+            })
+            .await
+        }
+    };
+    let keys = |pages: Vec<Vec<StateRecord>>| pages.into_iter().flatten().map(|r| r.key).collect::<Vec<_>>();
+
+    // WHEN E1's replays are listed three at a time
+    let pages = list(a.id.clone(), "replay", format!("{e1}/"), 3).await;
+    // THEN two pages (3, 2), newest (greatest key) first, the expired one, E2's, the breaker and B's left out
+    assert_eq!(sizes(&pages), vec![3, 2]);
+    assert!(pages.iter().flatten().all(|r| r.kind == "replay" && r.expires_at == day));
+    let mut newest_first = e1_keys.clone();
+    newest_first.reverse();
+    assert_eq!(keys(pages), newest_first);
+    // AND the versions and bodies come back
+    let first = ctx.store.list_records(&a.id, "replay", &format!("{e1}/"), &PageRequest::first(1)).await.unwrap();
+    assert_eq!((first.items[0].body.as_str(), first.items[0].version), (r#"{"n":4}"#, 1));
+    assert!(first.next.is_some());
+
+    // WHEN E2's are listed THEN only those
+    let mut e2_newest_first = e2_keys.clone();
+    e2_newest_first.reverse();
+    assert_eq!(keys(list(a.id.clone(), "replay", format!("{e2}/"), 10).await), e2_newest_first);
+    // WHEN every replay of A is listed (empty prefix) THEN E2's (greater keys) come before E1's
+    let all: Vec<String> = e2_newest_first.iter().chain(newest_first.iter()).cloned().collect();
+    assert_eq!(keys(list(a.id.clone(), "replay", String::new(), 4).await), all);
+    // WHEN the other kind is listed under E1's prefix THEN only the breaker record
+    assert_eq!(keys(list(a.id.clone(), "breaker", format!("{e1}/"), 10).await), vec![breaker_key]);
+    // WHEN a prefix nothing has is listed THEN an empty last page
+    assert_eq!(keys(list(a.id.clone(), "replay", format!("{e1}/zzz"), 10).await), Vec::<String>::new());
+    // AND B sees only its own
+    assert_eq!(list(b.id.clone(), "replay", format!("{e1}/"), 10).await.concat().len(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Control state: counters
+
+pub async fn given_counters_when_added_to_then_they_accumulate_and_a_limit_refuses_without_change(ctx: Ctx) {
+    // GIVEN applications A and B and a window key
+    let a = create_app(&ctx, "A").await;
+    let b = create_app(&ctx, "B").await;
+    let key = format!("rate/{}/{}", Id::new(IdKind::Endpoint, ctx.tick()), ctx.now().timestamp());
+    let expires = ctx.now() + Duration::minutes(1);
+
+    // WHEN added to THEN the pair starts at zero and returns the new values
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [1, 0], None, expires).await.unwrap(), Some([1, 0]));
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [2, 5], None, expires).await.unwrap(), Some([3, 5]));
+
+    // WHEN a limit of 4 would be exceeded (3 + 2) THEN refused and nothing changes
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [2, 1], Some(4), expires).await.unwrap(), None);
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [0, 0], None, expires).await.unwrap(), Some([3, 5]));
+    // WHEN the first counter reaches the limit exactly THEN allowed; one more is refused
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [1, 1], Some(4), expires).await.unwrap(), Some([4, 6]));
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [1, 0], Some(4), expires).await.unwrap(), None);
+    // AND the limit looks at the first counter only
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [0, 10], Some(4), expires).await.unwrap(), Some([4, 16]));
+
+    // WHEN a new pair's first delta alone exceeds the limit THEN refused and nothing is created
+    let fresh = format!("{key}/fresh");
+    assert_eq!(ctx.store.add_to_counters(&a.id, &fresh, [5, 1], Some(4), expires).await.unwrap(), None);
+    assert_eq!(ctx.store.add_to_counters(&a.id, &fresh, [0, 0], None, expires).await.unwrap(), Some([0, 0]));
+
+    // WHEN B adds under the same key THEN it has its own pair and A's is untouched
+    assert_eq!(ctx.store.add_to_counters(&b.id, &key, [1, 1], Some(4), expires).await.unwrap(), Some([1, 1]));
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [0, 0], None, expires).await.unwrap(), Some([4, 16]));
+    assert_eq!(ctx.store.add_to_counters(&b.id, &key, [0, 0], None, expires).await.unwrap(), Some([1, 1]));
+}
+
+pub async fn given_counters_when_they_expire_then_they_restart_from_zero_with_the_new_expiry(ctx: Ctx) {
+    // GIVEN a pair at its limit (4 of 4), created to expire in a minute
+    let a = create_app(&ctx, "A").await;
+    let key = format!("breaker/{}", Id::new(IdKind::Endpoint, ctx.tick()));
+    let expires = ctx.now() + Duration::minutes(1);
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [4, 2], Some(4), expires).await.unwrap(), Some([4, 2]));
+    // (a later add with a later expiry does not extend it: the expiry is the creation's)
+    let much_later = ctx.now() + Duration::hours(1);
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [0, 1], Some(4), much_later).await.unwrap(), Some([4, 3]));
+
+    // WHEN one nanosecond before the expiry THEN the pair still counts
+    ctx.clock.set(expires - Duration::nanoseconds(1));
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [1, 0], Some(4), much_later).await.unwrap(), None);
+
+    // WHEN the expiry has passed THEN it restarts from zero (the limit applies to the new window)
+    ctx.clock.advance(Duration::seconds(1));
+    let next_window = ctx.now() + Duration::minutes(1);
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [1, 0], Some(4), next_window).await.unwrap(), Some([1, 0]));
+    // AND accumulates from there
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [2, 7], Some(4), much_later).await.unwrap(), Some([3, 7]));
+    // AND an expired pair refuses a delta over the limit without restarting
+    ctx.clock.set(next_window + Duration::seconds(1));
+    let third_window = ctx.now() + Duration::minutes(1);
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [5, 0], Some(4), third_window).await.unwrap(), None);
+    // AND the new window has the new expiry: it is gone once that passes
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [0, 1], None, third_window).await.unwrap(), Some([0, 1]));
+    ctx.clock.set(third_window + Duration::seconds(1));
+    assert_eq!(ctx.store.add_to_counters(&a.id, &key, [0, 0], None, much_later).await.unwrap(), Some([0, 0]));
+}
+
+pub async fn given_an_application_with_control_state_when_deleted_then_its_records_and_counters_are_gone(ctx: Ctx) {
+    // GIVEN applications A and B, each with records of two kinds and counters
+    let a = create_app(&ctx, "doomed").await;
+    let b = create_app(&ctx, "survivor").await;
+    let ep = Id::new(IdKind::Endpoint, ctx.tick());
+    let day = ctx.now() + Duration::days(1);
+    let replay = replay_key(&ctx, &ep);
+    for app in [&a, &b] {
+        assert!(ctx.store.put_record(&app.id, "breaker", ep.as_str(), "{}", 0, day).await.unwrap());
+        assert!(ctx.store.put_record(&app.id, "replay", &replay, "{}", 0, day).await.unwrap());
+        for window in 0..3 {
+            let key = format!("rate/{ep}/{window}");
+            assert_eq!(ctx.store.add_to_counters(&app.id, &key, [2, 1], None, day).await.unwrap(), Some([2, 1]));
+        }
+    }
+
+    // WHEN A is deleted
+    assert!(ctx.store.delete_application(&a.id).await.unwrap());
+
+    // THEN A's records are gone from gets and lists
+    assert_eq!(ctx.store.get_record(&a.id, "breaker", ep.as_str()).await.unwrap(), None);
+    assert_eq!(ctx.store.get_record(&a.id, "replay", &replay).await.unwrap(), None);
+    assert!(ctx.store.list_records(&a.id, "replay", "", &PageRequest::first(10)).await.unwrap().items.is_empty());
+    // AND its counters start from zero again
+    for window in 0..3 {
+        let key = format!("rate/{ep}/{window}");
+        assert_eq!(ctx.store.add_to_counters(&a.id, &key, [0, 0], None, day).await.unwrap(), Some([0, 0]));
+    }
+    // AND B keeps all of its own
+    assert_eq!(ctx.store.get_record(&b.id, "breaker", ep.as_str()).await.unwrap().map(|r| r.version), Some(1));
+    assert_eq!(ctx.store.list_records(&b.id, "replay", "", &PageRequest::first(10)).await.unwrap().items.len(), 1);
+    for window in 0..3 {
+        let key = format!("rate/{ep}/{window}");
+        assert_eq!(ctx.store.add_to_counters(&b.id, &key, [0, 0], None, day).await.unwrap(), Some([2, 1]));
+    }
 }

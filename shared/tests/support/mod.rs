@@ -490,6 +490,7 @@ pub fn route_path(route: &skyhook::api::Route, fixture: &Fixture) -> String {
         .replace("{keyId}", &fixture.tenant.key_id)
         .replace("{name}", &fixture.event_type)
         .replace("{id}", id)
+        .replace("{replayId}", "rpl_01JD3X5Q3V1R7N9GZ8W6Y2K4TB")
 }
 
 /// A body that passes validation on `route` (for routes that take one).
@@ -505,6 +506,7 @@ pub fn route_body(route: &skyhook::api::Route, fixture: &Fixture) -> Option<Valu
         O::PatchEndpoint => Some(json!({ "description": "valid" })),
         O::PublishEvent => Some(json!({ "eventType": fixture.event_type, "payload": { "valid": true } })),
         O::BulkRetry | O::RotateEndpointSecret | O::TestEndpoint | O::RetryDelivery => Some(json!({})),
+        O::ReplayEndpoint => Some(json!({ "from": (start_time() - chrono::Duration::hours(1)).to_rfc3339() })),
         _ => None,
     }
 }
@@ -545,8 +547,15 @@ pub fn required_scope(route: &skyhook::api::Route) -> &'static str {
         | O::PatchEndpoint
         | O::DeleteEndpoint
         | O::RotateEndpointSecret
-        | O::TestEndpoint => "webhooks:write",
-        O::ListEventTypes | O::GetEventType | O::ListEndpoints | O::GetEndpoint | O::EndpointStats => "webhooks:read",
+        | O::TestEndpoint
+        | O::ReplayEndpoint => "webhooks:write",
+        O::ListEventTypes
+        | O::GetEventType
+        | O::ListEndpoints
+        | O::GetEndpoint
+        | O::EndpointStats
+        | O::ListReplays
+        | O::GetReplay => "webhooks:read",
         O::PublishEvent | O::DeleteDelivery | O::RetryDelivery | O::BulkRetry => "events:write",
         O::ListEvents | O::GetEvent | O::ListDeliveries | O::ListEndpointDeliveries | O::GetDelivery => "events:read",
         O::Health

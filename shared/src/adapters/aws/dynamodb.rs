@@ -35,6 +35,8 @@
 //! | idempotency key | `IDEM#<appId>#<key>` | `IDEM` | — |
 //! | delivery | `DLV#<deliveryId>` | `DLV#<appId>` | app: `APPDLV#<appId>#<shard(eventId)>` / `<createdAt ts>#<deliveryId>`; endpoint: `EPDLV#<appId>#<endpointId>#<shard(deliveryId)>` / `<createdAt ts>#<deliveryId>` |
 //! | attempt | `DLV#<deliveryId>` | `ATT#<number, 10 digits>` | endpoint: `EPATT#<appId>#<endpointId>#<shard(deliveryId)>` / `<startedAt ts>#<attemptId>` |
+//! | control record | `STATE#<appId>` | `REC#<kind>#<key>` | — (listed from its partition) |
+//! | control counters | `COUNTER#<appId>#<shard(key)>` | `CTR#<key>` | — |
 //!
 //! The application id is part of every key of tenant data, so a lookup with
 //! another tenant's id simply misses (and a conditional write on it fails).
@@ -45,10 +47,37 @@
 //! partition). Attempts live in their delivery's partition: `list_attempts`
 //! is one `Query`.
 //!
-//! Every event, delivery, attempt and idempotency item carries `expiresAt`;
-//! every read drops items whose expiry has passed (coarsely with a
-//! `FilterExpression` on `expiresAt`, exactly on `expiresAt`/`expiresNs` in
-//! code), because TTL deletion lags by up to days (and moto never deletes).
+//! Every event, delivery, attempt, idempotency, control record and control
+//! counters item carries `expiresAt`; every read drops items whose expiry has
+//! passed (coarsely with a `FilterExpression` on `expiresAt`, exactly on
+//! `expiresAt`/`expiresNs` in code), because TTL deletion lags by up to days
+//! (and moto never deletes).
+//!
+//! Control state ([`ControlStateStore`]) keeps to small items outside the
+//! application's own partition (which every delivery reads its endpoint
+//! from): an application's records share one partition (`list_records` is
+//! one `Query` on `REC#<kind>#<key prefix>`, greatest key first); its
+//! counters, written on every attempt, spread over [`LIST_SHARDS`]
+//! partitions by key. A record is `kind`, `key`, `body` (S), `version` (N);
+//! counters are `c0`, `c1` (N). Writes are single conditional requests whose
+//! conditions check the exact expiry (`expiresAt`/`expiresNs` against now),
+//! so an expired item counts as absent before TTL removes it:
+//!
+//! - `put_record`, expected version 0: `PutItem` if
+//!   `attribute_not_exists(pk) OR <expired>`; otherwise `PutItem` if
+//!   `version = :expected AND kind = :kind AND <live>` (a failed condition
+//!   is `Ok(false)`).
+//! - `add_to_counters`: `UpdateItem` `ADD c0 :d0, c1 :d1 SET expiresAt =
+//!   if_not_exists(expiresAt, :exp), expiresNs = if_not_exists(expiresNs,
+//!   :expNs)` if `attribute_not_exists(pk) OR (<live> AND c0 <= :limit - :d0)`,
+//!   `ALL_NEW`, with `ReturnValuesOnConditionCheckFailure = ALL_OLD`: a
+//!   failure on a live item is the limit (`None`); on an expired one a second
+//!   `UpdateItem` `SET c0 = :d0, c1 = :d1, expiresAt = :exp, expiresNs =
+//!   :expNs` if `attribute_exists(pk) AND <expired>` restarts the window (a
+//!   race between the two is retried).
+//!
+//! where `<live>` is `(expiresAt > :s OR (expiresAt = :s AND expiresNs > :ns))`
+//! for now = `:s` seconds + `:ns` nanoseconds, and `<expired>` its negation.
 //!
 //! # Reads
 //!
@@ -98,6 +127,12 @@
 //! | manual retry | 2 + 2 + 2 (original, retry, event) + 2 (retry's index entries) |
 //! | delete a delivery | 2 + 2 (delivery, event, transactional) + 2 (its index entries) + 2 per attempt (item, index entry) |
 //! | create / revoke an API key | 2 + 2 (key and its hash copy, transactional) |
+//! | put a control record (also when refused) | 1 |
+//! | add to counters (also when refused) | 1; 2 when an expired window restarts |
+//!
+//! Reads: `get_record` is one strongly consistent `GetItem` (1 read unit up
+//! to 4 KB); `list_records` one strongly consistent `Query` page (1 read
+//! unit per 4 KB of records read, expired ones included).
 //!
 //! A delivery on the happy path (fan-out 1, first attempt succeeds, event
 //! under 1 KB) costs about 14 write units in all. What the port asks for
@@ -127,6 +162,7 @@
 //!   (endpoints, event types, keys, events, idempotency items, deliveries,
 //!   attempts), then the application; an item written concurrently by an
 //!   index lagging behind may survive it (expiring items then go by TTL).
+//!   Control records and counters go with it (their partitions are queried).
 //!
 //! Errors: a failed condition is `Conflict`, throttling, timeouts, service
 //! and network errors are `Unavailable`, an item that does not decode is
@@ -142,20 +178,25 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType, StreamSpecification,
-    StreamViewType, TableStatus, TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
+    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification, TransactWriteItem,
+    Update, WriteRequest,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::DeserializeOwned;
 
+use crate::domain::controls::{controls_from_stored, controls_to_stored};
+use crate::domain::delivery::made_by_replay;
 use crate::domain::{
     ApiKey, Application, Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, Event, EventType, Id, IdKind,
     PayloadFormat, ResponseStatus, Scope, Timestamp,
 };
 use crate::ports::Clock;
+use crate::ports::control_state::{ControlStateStore, StateRecord};
 use crate::ports::store::{
     ApiKeyStore, ApplicationStore, AttemptRecord, DeliveryFilter, DeliveryStore, EndpointFilter, EndpointStats,
     EndpointStore, EventFilter, EventStore, EventTypeStore, InsertEvent, Page, PageRequest, StatsBucket, Store,
@@ -169,8 +210,8 @@ use crate::ports::store::{
 pub const PK: &str = "pk";
 /// Table sort key (S).
 pub const SK: &str = "sk";
-/// TTL attribute: whole epoch seconds (N) on every event, delivery, attempt
-/// and idempotency item.
+/// TTL attribute: whole epoch seconds (N) on every event, delivery, attempt,
+/// idempotency, control record and control counters item.
 pub const TTL_ATTRIBUTE: &str = "expiresAt";
 /// Sub-second nanoseconds of `expiresAt` (N), for exact expiry checks.
 pub const EXPIRES_NS_ATTRIBUTE: &str = "expiresNs";
@@ -273,6 +314,15 @@ mod attr {
     pub const RESPONSE: &str = "response";
     pub const ERROR: &str = "error";
     pub const NEXT_DELAY_SECS: &str = "nextDelaySecs";
+    /// An endpoint's delivery controls and signing keys, one JSON document
+    /// (`controls_to_stored`); absent = defaults.
+    pub const CONTROLS: &str = "controls";
+    pub const KIND: &str = "kind";
+    pub const KEY: &str = "key";
+    pub const BODY: &str = "body";
+    pub const VERSION: &str = "version";
+    pub const C0: &str = "c0";
+    pub const C1: &str = "c1";
 }
 
 const APP_ITEM_SK: &str = "APP";
@@ -284,6 +334,8 @@ const DELIVERY_SK_PREFIX: &str = "DLV#";
 const ATTEMPT_SK_PREFIX: &str = "ATT#";
 const ENDPOINT_SK_PREFIX: &str = "EP#";
 const EVENT_TYPE_SK_PREFIX: &str = "ETYPE#";
+const RECORD_SK_PREFIX: &str = "REC#";
+const COUNTER_SK_PREFIX: &str = "CTR#";
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 const NANOS_PER_HOUR: i64 = 3_600 * NANOS_PER_SEC;
@@ -347,6 +399,18 @@ fn endpoint_deliveries_pk(app: &str, endpoint: &str, shard: u32) -> String {
 }
 fn endpoint_attempts_pk(app: &str, endpoint: &str, shard: u32) -> String {
     format!("EPATT#{app}#{endpoint}#{shard}")
+}
+fn state_pk(app: &str) -> String {
+    format!("STATE#{app}")
+}
+fn record_sk(kind: &str, key: &str) -> String {
+    format!("{RECORD_SK_PREFIX}{kind}#{key}")
+}
+fn counter_pk(app: &str, shard: u32) -> String {
+    format!("COUNTER#{app}#{shard}")
+}
+fn counter_sk(key: &str) -> String {
+    format!("{COUNTER_SK_PREFIX}{key}")
 }
 
 /// The index shard of an id (FNV-1a 32).
@@ -544,6 +608,59 @@ impl DynamoStore {
             Err(e) => match sdk_err("PutItem", e) {
                 StoreError::Conflict(_) => Ok(false),
                 other => Err(other),
+            },
+        }
+    }
+
+    /// Puts `item` if `condition` holds. `Ok(false)` when it does not.
+    async fn put_if(&self, item: Item, condition: Cond) -> StoreResult<bool> {
+        let mut x = Expr::default();
+        let cond = condition.render_top(&mut x);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&*self.table)
+            .set_item(Some(item))
+            .condition_expression(cond)
+            .set_expression_attribute_names(x.names())
+            .set_expression_attribute_values(x.values())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => match sdk_err("PutItem", e) {
+                StoreError::Conflict(_) => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Applies `update` if `condition` holds: the item as it is after it
+    /// (`ALL_NEW`: `UPDATED_NEW` leaves out attributes an `ADD 0` did not
+    /// change), or the item as it was when the condition failed.
+    async fn update_if(&self, pk: String, sk: String, update: Updates, condition: Cond) -> StoreResult<Conditional> {
+        let mut x = update.expr;
+        let cond = condition.render_top(&mut x);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&*self.table)
+            .set_key(Some(key_of(pk, sk)))
+            .update_expression(update.expression)
+            .condition_expression(cond)
+            .set_expression_attribute_names(x.names())
+            .set_expression_attribute_values(x.values())
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Conditional::Done(out.attributes.unwrap_or_default())),
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    Ok(Conditional::Failed(failed.item().cloned()))
+                }
+                _ => Err(sdk_err("UpdateItem", e)),
             },
         }
     }
@@ -856,7 +973,7 @@ impl DynamoStore {
 
     async fn insert_delivery(&self, d: Delivery) -> StoreResult<()> {
         let item = delivery_item(&d);
-        let counts = d.retried_by.is_none() && d.status.is_final();
+        let counts = d.retried_by.is_none() && d.status.is_final() && d.counts_on_event();
         if counts {
             let (succeeded, failed) = outcome(d.status);
             let items = vec![
@@ -906,6 +1023,13 @@ fn backoff(round: u32) -> Duration {
 
 // ---------------------------------------------------------------------------
 // Errors
+
+/// The outcome of [`DynamoStore::update_if`].
+enum Conditional {
+    Done(Item),
+    /// The condition failed; the item as it stood, when DynamoDB sent it.
+    Failed(Option<Item>),
+}
 
 enum TxError {
     /// A condition failed; one flag per transaction item (empty when unknown).
@@ -996,6 +1120,11 @@ enum Cond {
     EmptyOrContains(&'static str, String),
     BeginsWith(&'static str, String),
     Lt(&'static str, AttributeValue),
+    Le(&'static str, AttributeValue),
+    /// Exactly not expired at this instant (`expiresAt` and `expiresNs`).
+    Live(Timestamp),
+    /// Exactly expired at this instant (false without `expiresAt`).
+    Expired(Timestamp),
     And(Vec<Cond>),
     Or(Vec<Cond>),
 }
@@ -1022,6 +1151,14 @@ impl Cond {
             }
             Cond::BeginsWith(a, prefix) => format!("begins_with({}, {})", x.n(a), x.v(str_av(prefix))),
             Cond::Lt(a, v) => format!("{} < {}", x.n(a), x.v(v.clone())),
+            Cond::Le(a, v) => format!("{} <= {}", x.n(a), x.v(v.clone())),
+            Cond::Live(now) | Cond::Expired(now) => {
+                let n = nanos(*now);
+                let (e, ns) = (x.n(TTL_ATTRIBUTE), x.n(EXPIRES_NS_ATTRIBUTE));
+                let (secs, sub) = (x.v(num(n.div_euclid(NANOS_PER_SEC))), x.v(num(n.rem_euclid(NANOS_PER_SEC))));
+                let (whole, part) = if matches!(self, Cond::Live(_)) { (">", ">") } else { ("<", "<=") };
+                format!("({e} {whole} {secs} OR ({e} = {secs} AND {ns} {part} {sub}))")
+            }
             Cond::And(parts) | Cond::Or(parts) if parts.len() == 1 => parts[0].render(x),
             Cond::And(_) | Cond::Or(_) => format!("({})", self.render_top(x)),
         }
@@ -1691,6 +1828,7 @@ fn endpoint_item(ep: &Endpoint) -> StoreResult<Item> {
         .opt_s(attr::PREVIOUS_SECRET, ep.previous_secret_encrypted.clone())
         .opt_ts(attr::PREVIOUS_SECRET_EXPIRES_AT, ep.previous_secret_expires_at)
         .opt_ts(attr::FAILING_SINCE, ep.failing_since)
+        .s(attr::CONTROLS, controls_to_stored(&ep.controls, &ep.signing_keys))
         .ts(attr::CREATED_AT, ep.created_at)
         .ts(attr::UPDATED_AT, ep.updated_at)
         .build())
@@ -1703,6 +1841,8 @@ fn endpoint_from(item: &Item) -> StoreResult<Endpoint> {
         "raw" => PayloadFormat::Raw,
         _ => return Err(r.bad(attr::PAYLOAD_FORMAT, "is not a payload format")),
     };
+    let (controls, signing_keys) =
+        controls_from_stored(r.opt_s(attr::CONTROLS)?.as_deref()).map_err(|e| r.bad(attr::CONTROLS, &e))?;
     Ok(Endpoint {
         id: Id::from_stored(r.key_part(SK, ENDPOINT_SK_PREFIX)?),
         application_id: Id::from_stored(r.key_part(PK, "APP#")?),
@@ -1721,8 +1861,8 @@ fn endpoint_from(item: &Item) -> StoreResult<Endpoint> {
         previous_secret_encrypted: r.opt_s(attr::PREVIOUS_SECRET)?,
         previous_secret_expires_at: r.opt_ts(attr::PREVIOUS_SECRET_EXPIRES_AT)?,
         failing_since: r.opt_ts(attr::FAILING_SINCE)?,
-        controls: Default::default(),
-        signing_keys: Default::default(),
+        controls,
+        signing_keys,
         created_at: r.ts(attr::CREATED_AT)?,
         updated_at: r.ts(attr::UPDATED_AT)?,
     })
@@ -1858,6 +1998,33 @@ fn attempt_from(item: &Item, app: &Id) -> StoreResult<DeliveryAttempt> {
     })
 }
 
+fn state_record_item(app: &str, kind: &str, key: &str, body: &str, version: u64, expires_at: Timestamp) -> Item {
+    ItemBuilder::key(state_pk(app), record_sk(kind, key))
+        .s(attr::KIND, kind)
+        .s(attr::KEY, key)
+        .s(attr::BODY, body)
+        .n(attr::VERSION, version)
+        .expiry(expires_at)
+        .build()
+}
+
+fn state_record_from(item: &Item) -> StoreResult<StateRecord> {
+    let r = Reader::new(item, "control record");
+    Ok(StateRecord {
+        kind: r.s(attr::KIND)?,
+        key: r.s(attr::KEY)?,
+        body: r.s(attr::BODY)?,
+        version: r.parse(attr::VERSION)?,
+        expires_at: r.expiry()?,
+    })
+}
+
+/// `c0` and `c1` of a counters item.
+fn counters_from(item: &Item) -> StoreResult<[u64; 2]> {
+    let r = Reader::new(item, "control counters");
+    Ok([r.parse(attr::C0)?, r.parse(attr::C1)?])
+}
+
 /// What conditional writes on a delivery need to know of its stored state.
 struct StoredDelivery {
     status: DeliveryStatus,
@@ -1978,6 +2145,11 @@ impl ApplicationStore for DynamoStore {
         // The application's own partition (endpoints, event types), the application item last.
         let own = self.query_all(keys_only(QuerySpec::base(SkRange::default()), vec![]), vec![app_pk(app)]).await?;
         doomed.extend(own.iter().map(pair).filter(|(_, sk)| sk != APP_ITEM_SK));
+        // Control state: the records' partition and the counters' shards.
+        let mut state = vec![state_pk(app)];
+        state.extend((0..LIST_SHARDS).map(|s| counter_pk(app, s)));
+        let state = self.query_all(keys_only(QuerySpec::base(SkRange::default()), vec![]), state).await?;
+        doomed.extend(state.iter().map(pair));
         self.batch_delete(doomed).await?;
         self.delete(app_pk(app), APP_ITEM_SK.into()).await?;
         Ok(existed)
@@ -2433,7 +2605,7 @@ impl DeliveryStore for DynamoStore {
         // (DynamoDB would not mind; emulators that snapshot a table per
         // transaction do).
         let (counted, plain): (Vec<&Delivery>, Vec<&Delivery>) =
-            deliveries.iter().partition(|d| d.retried_by.is_none() && d.status.is_final());
+            deliveries.iter().partition(|d| d.retried_by.is_none() && d.status.is_final() && d.counts_on_event());
         for chunk in plain.chunks(CONCURRENT_PUTS) {
             let mut set = tokio::task::JoinSet::new();
             for &d in chunk {
@@ -2568,7 +2740,7 @@ impl DeliveryStore for DynamoStore {
             ];
             let (after, before) = (outcome(d.status), outcome(stored.status));
             let delta = (0, after.0 - before.0, after.1 - before.1);
-            if counts_event && stored.retried_by.is_none() && delta != (0, 0, 0) {
+            if counts_event && stored.retried_by.is_none() && d.counts_on_event() && delta != (0, 0, 0) {
                 items.push(self.tx_event_counters(app, &stored.event_id, delta)?);
             }
             match self.transact(items).await {
@@ -2614,7 +2786,7 @@ impl DeliveryStore for DynamoStore {
             // The original no longer counts; the retry takes its place.
             let (gone, new) = (outcome(stored.status), outcome(retry.status));
             let delta = (0, new.0 - gone.0, new.1 - gone.1);
-            if counts_event && delta != (0, 0, 0) {
+            if counts_event && original.counts_on_event() && delta != (0, 0, 0) {
                 items.push(self.tx_event_counters(app, &stored.event_id, delta)?);
             }
             match self.transact(items).await {
@@ -2645,8 +2817,9 @@ impl DeliveryStore for DynamoStore {
                 return Ok(false);
             }
             let mut items = vec![self.tx_delete(delivery_pk(did), delivery_sk(app), stored.unchanged())?];
-            // A delivery superseded by a retry was already out of the counters.
-            if counts_event && stored.retried_by.is_none() {
+            // A delivery superseded by a retry, or a replay's, was never in the counters.
+            let replays = made_by_replay(item.get(attr::RETRY_OF).and_then(|v| v.as_s().ok()).map(String::as_str));
+            if counts_event && stored.retried_by.is_none() && !replays {
                 let (succeeded, failed) = outcome(stored.status);
                 items.push(self.tx_event_counters(app, &stored.event_id, (-1, -succeeded, -failed))?);
             }
@@ -2671,6 +2844,124 @@ impl DeliveryStore for DynamoStore {
             }
         }
         Err(StoreError::Conflict(format!("delivery {did} kept changing while it was deleted")))
+    }
+}
+
+#[async_trait]
+impl ControlStateStore for DynamoStore {
+    async fn get_record(&self, app_id: &Id, kind: &str, key: &str) -> StoreResult<Option<StateRecord>> {
+        let now = self.now();
+        let Some(item) = self.get(state_pk(app_id.as_str()), record_sk(kind, key)).await? else { return Ok(None) };
+        let record = state_record_from(&item)?;
+        // (`kind#key` could be spelt by another kind whose name holds '#'.)
+        Ok((record.kind == kind && record.key == key && visible(record.expires_at, now)).then_some(record))
+    }
+
+    async fn put_record(
+        &self,
+        app_id: &Id,
+        kind: &str,
+        key: &str,
+        body: &str,
+        expected_version: u64,
+        expires_at: Timestamp,
+    ) -> StoreResult<bool> {
+        let now = self.now();
+        let version = expected_version.saturating_add(1);
+        let item = state_record_item(app_id.as_str(), kind, key, body, version, expires_at);
+        let condition = if expected_version == 0 {
+            Cond::Or(vec![Cond::NotExists, Cond::Expired(now)])
+        } else {
+            Cond::And(vec![
+                Cond::Eq(attr::VERSION, num(expected_version)),
+                Cond::Eq(attr::KIND, str_av(kind)),
+                Cond::Live(now),
+            ])
+        };
+        self.put_if(item, condition).await
+    }
+
+    async fn list_records(
+        &self,
+        app_id: &Id,
+        kind: &str,
+        key_prefix: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<StateRecord>> {
+        let now = self.now();
+        let range = SkRange::prefix(&record_sk(kind, key_prefix)).below(decode_cursor(page)?);
+        let mut spec = QuerySpec::base(range).page_size(page);
+        spec.filter.push(Cond::NotExpired(now_secs(now)));
+        let merge = self.merge(spec, vec![state_pk(app_id.as_str())]);
+        let (kind, key_prefix) = (kind.to_string(), key_prefix.to_string());
+        self.page_of(merge, page, false, state_record_from, move |r| {
+            r.kind == kind && r.key.starts_with(&key_prefix) && visible(r.expires_at, now)
+        })
+        .await
+    }
+
+    async fn add_to_counters(
+        &self,
+        app_id: &Id,
+        key: &str,
+        deltas: [u64; 2],
+        limit: Option<u64>,
+        expires_at: Timestamp,
+    ) -> StoreResult<Option<[u64; 2]>> {
+        let [d0, d1] = deltas;
+        // Even a window restarting from zero would exceed it.
+        if limit.is_some_and(|limit| d0 > limit) {
+            return Ok(None);
+        }
+        let (app, sk) = (app_id.as_str(), counter_sk(key));
+        let pk = counter_pk(app, shard_of(key));
+        let exp = nanos(expires_at);
+        let (exp_secs, exp_sub) = (num(exp.div_euclid(NANOS_PER_SEC)), num(exp.rem_euclid(NANOS_PER_SEC)));
+        for round in 0..TX_RETRIES {
+            let now = self.now();
+            // Add to the live pair, creating it when there is none.
+            let mut add = Updates::default();
+            let (c0, c1) = (add.expr.n(attr::C0), add.expr.n(attr::C1));
+            let (v0, v1) = (add.expr.v(num(d0)), add.expr.v(num(d1)));
+            let (e, ns) = (add.expr.n(TTL_ATTRIBUTE), add.expr.n(EXPIRES_NS_ATTRIBUTE));
+            let (ve, vns) = (add.expr.v(exp_secs.clone()), add.expr.v(exp_sub.clone()));
+            add.expression = format!(
+                "ADD {c0} {v0}, {c1} {v1} SET {e} = if_not_exists({e}, {ve}), {ns} = if_not_exists({ns}, {vns})"
+            );
+            let mut live = vec![Cond::Live(now)];
+            if let Some(limit) = limit {
+                live.push(Cond::Le(attr::C0, num(limit - d0)));
+            }
+            let stood = match self
+                .update_if(pk.clone(), sk.clone(), add, Cond::Or(vec![Cond::NotExists, Cond::And(live)]))
+                .await?
+            {
+                Conditional::Done(new) => return counters_from(&new).map(Some),
+                Conditional::Failed(Some(old)) => Some(old),
+                // An emulator that does not send the item back: read it.
+                Conditional::Failed(None) => self.get(pk.clone(), sk.clone()).await?,
+            };
+            match stood {
+                // Live, so the limit refused it.
+                Some(old) if entry_visible(&old, now)? => return Ok(None),
+                // Expired: restart the window below.
+                Some(_) => {}
+                // Gone since (TTL, deleted): add again.
+                None => continue,
+            }
+            let mut restart = Updates::default();
+            restart.set(attr::C0, num(d0));
+            restart.set(attr::C1, num(d1));
+            restart.set(TTL_ATTRIBUTE, exp_secs.clone());
+            restart.set(EXPIRES_NS_ATTRIBUTE, exp_sub.clone());
+            let condition = Cond::And(vec![Cond::Exists, Cond::Expired(now)]);
+            match self.update_if(pk.clone(), sk.clone(), restart.finish(), condition).await? {
+                Conditional::Done(_) => return Ok(Some(deltas)),
+                // Another writer restarted or removed it first: add to what is there now.
+                Conditional::Failed(_) => tokio::time::sleep(backoff(round as u32)).await,
+            }
+        }
+        Err(StoreError::Unavailable(format!("counters {key:?} kept changing under the update")))
     }
 }
 
@@ -2721,22 +3012,5 @@ mod tests {
         assert_eq!((r.lo.as_deref(), r.hi.as_deref()), (Some("EP#"), Some("EP#b")));
         assert!(SkRange::default().at_least(Some("b".into())).below(Some("a".into())).is_empty());
         assert_eq!(prefix_end("EP#"), "EP$");
-    }
-}
-
-// TEMPORARY until the control-state adapter lands (same session).
-#[async_trait]
-impl crate::ports::ControlStateStore for DynamoStore {
-    async fn get_record(&self, _: &Id, _: &str, _: &str) -> StoreResult<Option<crate::ports::StateRecord>> {
-        Err(StoreError::Unavailable("control state not implemented yet".into()))
-    }
-    async fn put_record(&self, _: &Id, _: &str, _: &str, _: &str, _: u64, _: Timestamp) -> StoreResult<bool> {
-        Err(StoreError::Unavailable("control state not implemented yet".into()))
-    }
-    async fn list_records(&self, _: &Id, _: &str, _: &str, _: &PageRequest) -> StoreResult<Page<crate::ports::StateRecord>> {
-        Err(StoreError::Unavailable("control state not implemented yet".into()))
-    }
-    async fn add_to_counters(&self, _: &Id, _: &str, _: [u64; 2], _: Option<u64>, _: Timestamp) -> StoreResult<Option<[u64; 2]>> {
-        Err(StoreError::Unavailable("control state not implemented yet".into()))
     }
 }

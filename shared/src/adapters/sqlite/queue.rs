@@ -2,6 +2,17 @@
 //! timeout, receive count, per-message delay, receives of at most ten, and a
 //! dead-letter table after `max_receive_count` receives.
 //!
+//! FIFO message groups (the [`Queue`] contract): only a group's oldest
+//! message (its *head*) is ever receivable; the others wait *parked*, with
+//! `visible_at` = [`PARKED`], until the head is deleted or dead-lettered,
+//! which unparks the next one in the same transaction. A head in flight is
+//! simply hidden, so its group is locked until it is visible again. Receive
+//! therefore runs the same query, on the same index, with or without groups:
+//! parked messages are outside its `visible_at <= now` range and cost it
+//! nothing. Each group's bookkeeping uses the partial index
+//! `queue_messages_group (queue, group_id, seq) WHERE group_id IS NOT NULL`,
+//! which ungrouped messages never enter.
+//!
 //! Several named queues can share one database file (and the store's file):
 //! every row carries its queue name, in tables prefixed `queue_`. Durability
 //! matches the store: WAL with `synchronous=FULL`; a call returns only after
@@ -31,7 +42,13 @@ const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 /// How often a waiting receive looks again when nothing signalled it (the
 /// clock moved, a delay ran out, another process wrote the file).
 const POLL_FALLBACK: Duration = Duration::from_millis(50);
-const QUEUE_SCHEMA_VERSION: i64 = 1;
+/// Version 2 added `group_id` (and parking); version-1 files are upgraded at
+/// open. A version-1 build refuses a version-2 file: it would strand parked
+/// messages.
+const QUEUE_SCHEMA_VERSION: i64 = 2;
+/// The `visible_at` of a grouped message waiting behind its group's head:
+/// never visible until unparked.
+const PARKED: i64 = i64::MAX;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS queue_messages (
@@ -42,7 +59,8 @@ CREATE TABLE IF NOT EXISTS queue_messages (
     sent_at        INTEGER NOT NULL,
     visible_at     INTEGER NOT NULL,
     receive_count  INTEGER NOT NULL DEFAULT 0,
-    receipt        TEXT
+    receipt        TEXT,
+    group_id       TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_messages_visible ON queue_messages (queue, visible_at, seq);
 
@@ -53,7 +71,8 @@ CREATE TABLE IF NOT EXISTS queue_dead_letters (
     body           TEXT NOT NULL,
     receive_count  INTEGER NOT NULL,
     sent_at        INTEGER NOT NULL,
-    moved_at       INTEGER NOT NULL
+    moved_at       INTEGER NOT NULL,
+    group_id       TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_dead_letters_by_queue ON queue_dead_letters (queue, seq);
 
@@ -61,6 +80,12 @@ CREATE TABLE IF NOT EXISTS queue_meta (
     key    TEXT PRIMARY KEY,
     value  INTEGER NOT NULL
 );
+"#;
+
+/// After the columns exist (files of schema version 1 lack `group_id`).
+const GROUP_SCHEMA: &str = r#"
+CREATE INDEX IF NOT EXISTS queue_messages_group ON queue_messages (queue, group_id, seq)
+    WHERE group_id IS NOT NULL;
 "#;
 
 /// Settings of one queue (the SQS queue attributes that matter here).
@@ -71,11 +96,20 @@ pub struct SqliteQueueConfig {
     /// A message received this many times goes to the dead-letter table
     /// instead of being received again; `0` never dead-letters.
     pub max_receive_count: u32,
+    /// The same for grouped (FIFO) messages (default 1000): an ordered
+    /// endpoint's head message is received once per retry and once per
+    /// deferral (breaker open, rate limit), and must not be dead-lettered
+    /// while merely waiting. `0` never dead-letters.
+    pub group_max_receive_count: u32,
 }
 
 impl Default for SqliteQueueConfig {
     fn default() -> Self {
-        SqliteQueueConfig { visibility_timeout: Duration::from_secs(90), max_receive_count: 25 }
+        SqliteQueueConfig {
+            visibility_timeout: Duration::from_secs(90),
+            max_receive_count: 25,
+            group_max_receive_count: 1000,
+        }
     }
 }
 
@@ -130,6 +164,63 @@ fn new_receipt(seq: i64) -> String {
 
 fn receipt_seq(receipt: &str) -> Result<i64, QueueError> {
     receipt.split_once('-').and_then(|(seq, _)| seq.parse().ok()).ok_or(QueueError::ReceiptInvalid)
+}
+
+/// Adds `column` to `table` unless it is there (files of an older schema).
+fn add_column_if_missing(conn: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
+    let mut columns = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let present = columns
+        .query_map([], |row| row.get::<_, String>(1))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .contains(&column.to_string());
+    if !present {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
+}
+
+/// Where a new message of `group` starts: visible at `now` if the group has
+/// no message in the queue (it is the head), else parked behind them.
+fn grouped_visible_at(conn: &Connection, queue: &str, group: &str, now: i64) -> rusqlite::Result<i64> {
+    let busy = conn
+        .prepare_cached("SELECT 1 FROM queue_messages WHERE queue = ?1 AND group_id = ?2 LIMIT 1")?
+        .query_row(params![queue, group], |_| Ok(()))
+        .optional()?
+        .is_some();
+    Ok(if busy { PARKED } else { now })
+}
+
+/// After `group`'s head left the queue (deleted or dead-lettered): makes the
+/// next message of the group, if any, visible at `now`. Returns whether one was.
+fn unpark_next(conn: &Connection, queue: &str, group: &str, now: i64) -> rusqlite::Result<bool> {
+    let unparked = conn
+        .prepare_cached(
+            "UPDATE queue_messages SET visible_at = ?3 WHERE seq = \
+             (SELECT seq FROM queue_messages WHERE queue = ?1 AND group_id = ?2 ORDER BY seq LIMIT 1) \
+             AND visible_at = ?4",
+        )?
+        .execute(params![queue, group, now, PARKED])?;
+    Ok(unparked > 0)
+}
+
+/// Deletes the message if `receipt` is its current one; `None` if it is
+/// not, else `Some(whether a parked message of its group was unparked)`.
+fn delete_received(
+    conn: &Connection,
+    queue: &str,
+    seq: i64,
+    receipt: &str,
+    now: i64,
+) -> rusqlite::Result<Option<bool>> {
+    let deleted: Option<Option<String>> = conn
+        .prepare_cached("DELETE FROM queue_messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3 RETURNING group_id")?
+        .query_row(params![seq, queue, receipt], |row| row.get(0))
+        .optional()?;
+    match deleted {
+        None => Ok(None),
+        Some(None) => Ok(Some(false)),
+        Some(Some(group)) => unpark_next(conn, queue, &group, now).map(Some),
+    }
 }
 
 impl SqliteQueue {
@@ -200,6 +291,18 @@ impl SqliteQueue {
                 "the queue tables have schema version {version}; this build knows up to {QUEUE_SCHEMA_VERSION}"
             )));
         }
+        add_column_if_missing(&tx, "queue_messages", "group_id", "TEXT").map_err(unavailable)?;
+        add_column_if_missing(&tx, "queue_dead_letters", "group_id", "TEXT").map_err(unavailable)?;
+        tx.execute_batch(GROUP_SCHEMA).map_err(unavailable)?;
+        // Every group with messages has one unparked head; restore that if a
+        // write from outside this module ever left a group all parked.
+        tx.execute(
+            "UPDATE queue_messages SET visible_at = sent_at WHERE seq IN \
+             (SELECT MIN(seq) FROM queue_messages WHERE queue = ?1 AND group_id IS NOT NULL \
+              GROUP BY group_id HAVING MIN(visible_at) = ?2)",
+            params![queue_name, PARKED],
+        )
+        .map_err(unavailable)?;
         tx.execute(
             "INSERT OR REPLACE INTO queue_meta (key, value) VALUES ('schema_version', ?1)",
             [QUEUE_SCHEMA_VERSION],
@@ -219,14 +322,16 @@ impl SqliteQueue {
 
     /// `(visible, in flight or delayed)` message counts, like SQS's
     /// `ApproximateNumberOfMessages` / `...NotVisible` + `...Delayed`.
+    /// Grouped messages waiting behind their group's head count as visible.
     pub async fn approximate_counts(&self) -> Result<(u64, u64), QueueError> {
         self.run(|conn, shared, now| {
             let (visible, hidden): (i64, i64) = conn
                 .prepare_cached(
-                    "SELECT COALESCE(SUM(visible_at <= ?2), 0), COALESCE(SUM(visible_at > ?2), 0) \
+                    "SELECT COALESCE(SUM(visible_at <= ?2 OR visible_at = ?3), 0), \
+                     COALESCE(SUM(visible_at > ?2 AND visible_at <> ?3), 0) \
                      FROM queue_messages WHERE queue = ?1",
                 )?
-                .query_row(params![shared.name, now], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                .query_row(params![shared.name, now, PARKED], |row| Ok((row.get(0)?, row.get(1)?)))?;
             Ok((visible.max(0) as u64, hidden.max(0) as u64))
         })
         .await
@@ -243,19 +348,32 @@ impl SqliteQueue {
     }
 
     /// Moves every dead letter of this queue back to it, visible now with a
-    /// fresh receive count. Returns how many moved.
+    /// fresh receive count. Returns how many moved. Grouped ones rejoin their
+    /// group after the messages it has now (parked behind them), oldest
+    /// dead letter first.
     pub async fn redrive_dead_letters(&self) -> Result<u64, QueueError> {
         let moved = self
             .run(|conn, shared, now| {
-                let moved = conn
+                let letters: Vec<(String, String, i64, Option<String>)> = conn
                     .prepare_cached(
-                        "INSERT INTO queue_messages (queue, message_id, body, sent_at, visible_at, receive_count) \
-                         SELECT queue, message_id, body, sent_at, ?2, 0 FROM queue_dead_letters \
+                        "SELECT message_id, body, sent_at, group_id FROM queue_dead_letters \
                          WHERE queue = ?1 ORDER BY seq",
                     )?
-                    .execute(params![shared.name, now])?;
+                    .query_map([&shared.name], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let mut insert = conn.prepare_cached(
+                    "INSERT INTO queue_messages (queue, message_id, body, sent_at, visible_at, receive_count, \
+                     group_id) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+                )?;
+                for (message_id, body, sent_at, group) in &letters {
+                    let visible_at = match group {
+                        Some(group) => grouped_visible_at(conn, &shared.name, group, now)?,
+                        None => now,
+                    };
+                    insert.execute(params![shared.name, message_id, body, sent_at, visible_at, group])?;
+                }
                 conn.prepare_cached("DELETE FROM queue_dead_letters WHERE queue = ?1")?.execute([&shared.name])?;
-                Ok(moved as u64)
+                Ok(letters.len() as u64)
             })
             .await?;
         if moved > 0 {
@@ -274,16 +392,22 @@ impl SqliteQueue {
         if receipts.is_empty() {
             return Ok(0);
         }
-        self.run(move |conn, shared, _| {
-            let mut delete =
-                conn.prepare_cached("DELETE FROM queue_messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3")?;
-            let mut deleted = 0;
-            for (seq, receipt) in &receipts {
-                deleted += delete.execute(params![seq, shared.name, receipt])?;
-            }
-            Ok(deleted)
-        })
-        .await
+        let (deleted, unparked) = self
+            .run(move |conn, shared, now| {
+                let (mut deleted, mut unparked) = (0, false);
+                for (seq, receipt) in &receipts {
+                    if let Some(next) = delete_received(conn, &shared.name, *seq, receipt, now)? {
+                        deleted += 1;
+                        unparked |= next;
+                    }
+                }
+                Ok((deleted, unparked))
+            })
+            .await?;
+        if unparked {
+            self.inner.notify.notify_waiters();
+        }
+        Ok(deleted)
     }
 
     /// Runs `work` on the worker, inside a transaction, with the clock's now
@@ -310,26 +434,31 @@ impl SqliteQueue {
         self.run(move |conn, shared, now| {
             let visible_until = now.saturating_add(millis(shared.config.visibility_timeout));
             let max_receives = i64::from(shared.config.max_receive_count);
+            let group_max_receives = i64::from(shared.config.group_max_receive_count);
             let mut received = Vec::with_capacity(max);
             loop {
                 let want = (max - received.len()) as i64;
-                let candidates: Vec<(i64, String, String, i64, i64)> = conn
+                // Parked messages (visible_at = PARKED) are outside the range:
+                // a grouped message here is its group's head, and visible, so
+                // its group has nothing in flight.
+                let candidates: Vec<(i64, String, String, i64, i64, Option<String>)> = conn
                     .prepare_cached(
-                        "SELECT seq, message_id, body, receive_count, sent_at FROM queue_messages \
+                        "SELECT seq, message_id, body, receive_count, sent_at, group_id FROM queue_messages \
                          WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
                     )?
                     .query_map(params![shared.name, now, want], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
                     })?
                     .collect::<rusqlite::Result<_>>()?;
                 if candidates.is_empty() {
                     break;
                 }
-                for (seq, message_id, body, receive_count, sent_at) in candidates {
-                    if max_receives > 0 && receive_count >= max_receives {
+                for (seq, message_id, body, receive_count, sent_at, group) in candidates {
+                    let limit = if group.is_some() { group_max_receives } else { max_receives };
+                    if limit > 0 && receive_count >= limit {
                         conn.prepare_cached(
                             "INSERT INTO queue_dead_letters (queue, message_id, body, receive_count, sent_at, \
-                             moved_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                             moved_at, group_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                         )?
                         .execute(params![
                             shared.name,
@@ -337,11 +466,17 @@ impl SqliteQueue {
                             body,
                             receive_count,
                             sent_at,
-                            now
+                            now,
+                            group
                         ])?;
                         conn.prepare_cached("DELETE FROM queue_messages WHERE seq = ?1")?.execute([seq])?;
+                        // The next of its group, if any, is visible from now:
+                        // the next pass of this loop may receive it.
+                        if let Some(group) = &group {
+                            unpark_next(conn, &shared.name, group, now)?;
+                        }
                         tracing::warn!(
-                            queue = %shared.name, %message_id, receive_count,
+                            queue = %shared.name, %message_id, receive_count, group = group.as_deref(),
                             "message moved to the dead-letter table"
                         );
                         continue;
@@ -357,6 +492,7 @@ impl SqliteQueue {
                         receipt_handle: receipt,
                         body,
                         receive_count: u32::try_from(receive_count + 1).unwrap_or(u32::MAX),
+                        group,
                     });
                 }
                 if received.len() >= max {
@@ -364,8 +500,8 @@ impl SqliteQueue {
                 }
             }
             let next_visible = if received.is_empty() {
-                conn.prepare_cached("SELECT MIN(visible_at) FROM queue_messages WHERE queue = ?1")?
-                    .query_row([&shared.name], |row| row.get::<_, Option<i64>>(0))?
+                conn.prepare_cached("SELECT MIN(visible_at) FROM queue_messages WHERE queue = ?1 AND visible_at < ?2")?
+                    .query_row(params![shared.name, PARKED], |row| row.get::<_, Option<i64>>(0))?
             } else {
                 None
             };
@@ -381,19 +517,26 @@ impl Queue for SqliteQueue {
         if messages.is_empty() {
             return Ok(());
         }
-        if messages.iter().any(|m| m.delay > MAX_DELAY) {
+        // A grouped message's delay is ignored, as on an SQS FIFO queue.
+        if messages.iter().any(|m| m.group.is_none() && m.delay > MAX_DELAY) {
             return Err(QueueError::Invalid("a message delay is over 15 minutes".into()));
+        }
+        if messages.iter().any(|m| m.group.as_deref().is_some_and(str::is_empty)) {
+            return Err(QueueError::Invalid("a message group id is empty".into()));
         }
         self.run(move |conn, shared, now| {
             let mut insert = conn.prepare_cached(
-                "INSERT INTO queue_messages (queue, message_id, body, sent_at, visible_at, receive_count) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+                "INSERT INTO queue_messages (queue, message_id, body, sent_at, visible_at, receive_count, group_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
             )?;
             let sent = shared.clock.now();
             for message in messages {
                 let message_id = ulid::Ulid::from_datetime(sent.into()).to_string();
-                let visible_at = now.saturating_add(millis(message.delay));
-                insert.execute(params![shared.name, message_id, message.body, now, visible_at])?;
+                let visible_at = match &message.group {
+                    Some(group) => grouped_visible_at(conn, &shared.name, group, now)?,
+                    None => now.saturating_add(millis(message.delay)),
+                };
+                insert.execute(params![shared.name, message_id, message.body, now, visible_at, message.group])?;
             }
             Ok(())
         })
@@ -460,15 +603,16 @@ impl Queue for SqliteQueue {
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
         let seq = receipt_seq(receipt_handle)?;
         let receipt = receipt_handle.to_string();
-        let deleted = self
-            .run(move |conn, shared, _| {
-                conn.prepare_cached("DELETE FROM queue_messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3")?
-                    .execute(params![seq, shared.name, receipt])
-            })
-            .await?;
-        if deleted == 0 {
-            return Err(QueueError::ReceiptInvalid);
+        let deleted =
+            self.run(move |conn, shared, now| delete_received(conn, &shared.name, seq, &receipt, now)).await?;
+        match deleted {
+            None => Err(QueueError::ReceiptInvalid),
+            Some(unparked) => {
+                if unparked {
+                    self.inner.notify.notify_waiters();
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 }

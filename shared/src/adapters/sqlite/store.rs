@@ -11,7 +11,15 @@
 //! - Every column the adapter filters or sorts on is a real column, and so is
 //!   every field the domain keeps out of its JSON (`#[serde(skip)]`); only
 //!   nested values (payload, schema, headers, metadata, scopes, event types)
-//!   are JSON text.
+//!   are JSON text, and so are an endpoint's delivery controls with its
+//!   signing keys (one `controls` document, [`controls_to_stored`]; NULL =
+//!   defaults, so rows written before the column existed read as defaults).
+//! - Control state ([`ControlStateStore`]): `control_records` (versioned
+//!   records, key (application, kind, key)) and `control_counters` (pairs of
+//!   counters, key (application, key)), both `WITHOUT ROWID`; each write is
+//!   one writer job, so a read-check-write in it is atomic. Rows whose
+//!   `expires_at` has passed count as absent and are removed by
+//!   [`SqliteStore::purge_expired`].
 //! - Timestamps are stored as integer nanoseconds since the epoch (exact
 //!   round-trip, cheap comparisons).
 //!
@@ -31,11 +39,14 @@ use rusqlite::types::{Type, Value};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 use serde::de::DeserializeOwned;
 
+use crate::domain::controls::{controls_from_stored, controls_to_stored};
+use crate::domain::delivery::made_by_replay;
 use crate::domain::{
     ApiKey, Application, Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, Event, EventStatus, EventType, Id,
     PayloadFormat, ResponseStatus, Timestamp,
 };
 use crate::ports::Clock;
+use crate::ports::control_state::{ControlStateStore, StateRecord};
 use crate::ports::store::{
     ApiKeyStore, ApplicationStore, AttemptRecord, DeliveryFilter, DeliveryStore, EndpointFilter, EndpointStats,
     EndpointStore, EventFilter, EventStore, EventTypeStore, InsertEvent, Page, PageRequest, StatsBucket, Store,
@@ -105,7 +116,8 @@ CREATE TABLE IF NOT EXISTS endpoints (
     previous_secret_expires_at  INTEGER,
     failing_since               INTEGER,
     created_at                  INTEGER NOT NULL,
-    updated_at                  INTEGER NOT NULL
+    updated_at                  INTEGER NOT NULL,
+    controls                    TEXT
 );
 CREATE INDEX IF NOT EXISTS endpoints_by_app ON endpoints (application_id, id);
 
@@ -177,6 +189,27 @@ CREATE INDEX IF NOT EXISTS attempts_by_delivery ON attempts (delivery_id, number
 CREATE INDEX IF NOT EXISTS attempts_by_endpoint_time ON attempts (endpoint_id, started_at);
 CREATE INDEX IF NOT EXISTS attempts_by_app ON attempts (application_id);
 CREATE INDEX IF NOT EXISTS attempts_by_expiry ON attempts (expires_at);
+
+CREATE TABLE IF NOT EXISTS control_records (
+    application_id  TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    version         INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    PRIMARY KEY (application_id, kind, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS control_records_by_expiry ON control_records (expires_at);
+
+CREATE TABLE IF NOT EXISTS control_counters (
+    application_id  TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    c0              INTEGER NOT NULL,
+    c1              INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    PRIMARY KEY (application_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS control_counters_by_expiry ON control_counters (expires_at);
 "#;
 
 /// Recomputes `events.status` from the counters, exactly as `Event::derive_status`.
@@ -194,7 +227,7 @@ const KEY_COLS: &str =
 const EVENT_TYPE_COLS: &str = "application_id, name, description, schema, archived, created_at, updated_at";
 const ENDPOINT_COLS: &str = "id, application_id, url, description, event_types, headers, max_attempts, timeout_secs, \
      payload_format, is_active, disabled_reason, metadata, secret_encrypted, secret_last4, previous_secret_encrypted, \
-     previous_secret_expires_at, failing_since, created_at, updated_at";
+     previous_secret_expires_at, failing_since, created_at, updated_at, controls";
 const EVENT_COLS: &str = "id, application_id, event_type, payload, idempotency_key, request_hash, target_endpoint_id, \
      status, fanned_out, delivery_count, succeeded_count, failed_count, created_at, expires_at";
 const DELIVERY_COLS: &str = "id, application_id, event_id, endpoint_id, event_type, status, attempt_count, \
@@ -202,6 +235,7 @@ const DELIVERY_COLS: &str = "id, application_id, event_id, endpoint_id, event_ty
      retried_by, delivered_at, created_at, updated_at, expires_at";
 const ATTEMPT_COLS: &str = "id, application_id, delivery_id, number, started_at, duration_ms, response_status, \
      response, error, next_delay_secs, expires_at";
+const RECORD_COLS: &str = "kind, key, body, version, expires_at";
 
 /// The embedded store. Cheap to clone (shared connections).
 #[derive(Clone)]
@@ -403,13 +437,13 @@ impl SqliteStore {
         Arc::clone(&self.inner.writer)
     }
 
-    /// Physically deletes events, deliveries and attempts whose `expires_at`
-    /// has passed (the embedded stand-in for DynamoDB TTL). Returns how many
-    /// rows went.
+    /// Physically deletes events, deliveries, attempts, control records and
+    /// control counters whose `expires_at` has passed (the embedded stand-in
+    /// for DynamoDB TTL). Returns how many rows went.
     pub async fn purge_expired(&self) -> StoreResult<u64> {
         self.write(|tx, now| {
             let mut removed = 0u64;
-            for table in ["attempts", "deliveries", "events"] {
+            for table in ["attempts", "deliveries", "events", "control_records", "control_counters"] {
                 let sql = format!("DELETE FROM {table} WHERE expires_at <= ?1");
                 removed += tx.prepare_cached(&sql)?.execute([now])? as u64;
             }
@@ -515,8 +549,20 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         )));
     }
     tx.execute_batch(SCHEMA).map_err(map_err)?;
+    add_column_if_missing(&tx, "endpoints", "controls", "TEXT").map_err(map_err)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(map_err)?;
     tx.commit().map_err(map_err)
+}
+
+/// Adds a nullable column that databases created by earlier builds lack
+/// (`CREATE TABLE IF NOT EXISTS` leaves their tables as they were).
+fn add_column_if_missing(tx: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
+    let exists =
+        tx.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?.exists([column])?;
+    if !exists {
+        tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -861,6 +907,8 @@ fn endpoint_from_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
         "raw" => PayloadFormat::Raw,
         other => return Err(corrupt(8, format!("bad payload format {other:?}"))),
     };
+    let stored: Option<String> = row.get(19)?;
+    let (controls, signing_keys) = controls_from_stored(stored.as_deref()).map_err(|e| corrupt(19, e))?;
     Ok(Endpoint {
         id: get_id(row, 0)?,
         application_id: get_id(row, 1)?,
@@ -879,10 +927,20 @@ fn endpoint_from_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
         previous_secret_encrypted: row.get(14)?,
         previous_secret_expires_at: get_opt_ts(row, 15)?,
         failing_since: get_opt_ts(row, 16)?,
-        controls: Default::default(),
-        signing_keys: Default::default(),
+        controls,
+        signing_keys,
         created_at: get_ts(row, 17)?,
         updated_at: get_ts(row, 18)?,
+    })
+}
+
+fn state_record_from_row(row: &Row<'_>) -> rusqlite::Result<StateRecord> {
+    Ok(StateRecord {
+        kind: row.get(0)?,
+        key: row.get(1)?,
+        body: row.get(2)?,
+        version: get_u64(row, 3)?,
+        expires_at: get_ts(row, 4)?,
     })
 }
 
@@ -1146,7 +1204,16 @@ impl ApplicationStore for SqliteStore {
         let id = id.clone();
         let result = self
             .write(move |tx, _| {
-                for table in ["attempts", "deliveries", "events", "endpoints", "event_types", "api_keys"] {
+                for table in [
+                    "attempts",
+                    "deliveries",
+                    "events",
+                    "endpoints",
+                    "event_types",
+                    "api_keys",
+                    "control_records",
+                    "control_counters",
+                ] {
                     tx.prepare_cached(&format!("DELETE FROM {table} WHERE application_id = ?1"))?
                         .execute([id.as_str()])?;
                 }
@@ -1387,7 +1454,7 @@ impl EventTypeStore for SqliteStore {
     }
 }
 
-/// Parameters ?1..?19 of an endpoint row, in `ENDPOINT_COLS` order.
+/// Parameters ?1..?20 of an endpoint row, in `ENDPOINT_COLS` order.
 fn endpoint_values(ep: &Endpoint) -> Result<Vec<Value>, Failure> {
     Ok(vec![
         Value::Text(ep.id.to_string()),
@@ -1409,6 +1476,7 @@ fn endpoint_values(ep: &Endpoint) -> Result<Vec<Value>, Failure> {
         opt_ts(ep.failing_since).into(),
         Value::Integer(ts(ep.created_at)),
         Value::Integer(ts(ep.updated_at)),
+        Value::Text(controls_to_stored(&ep.controls, &ep.signing_keys)),
     ])
 }
 
@@ -1421,7 +1489,7 @@ impl EndpointStore for SqliteStore {
                 let values = endpoint_values(&ep)?;
                 tx.prepare_cached(&format!(
                     "INSERT INTO endpoints ({ENDPOINT_COLS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
                 ))?
                 .execute(params_from_iter(values))?;
                 Ok(())
@@ -1490,7 +1558,8 @@ impl EndpointStore for SqliteStore {
                      max_attempts = ?7, timeout_secs = ?8, payload_format = ?9, is_active = ?10, \
                      disabled_reason = ?11, metadata = ?12, secret_encrypted = ?13, secret_last4 = ?14, \
                      previous_secret_encrypted = ?15, previous_secret_expires_at = ?16, failing_since = ?17, \
-                     created_at = ?18, updated_at = ?19 WHERE id = ?1 AND application_id = ?2 AND updated_at = ?20",
+                     created_at = ?18, updated_at = ?19, controls = ?20 \
+                     WHERE id = ?1 AND application_id = ?2 AND updated_at = ?21",
                     )?
                     .execute(params_from_iter(values))?;
                 if changed > 0 {
@@ -1750,7 +1819,7 @@ impl DeliveryStore for SqliteStore {
             for d in &deliveries {
                 let inserted = insert_delivery(tx, &sql, d)?;
                 // A delivery written already final counts on its event at once.
-                if inserted > 0 && d.retried_by.is_none() {
+                if inserted > 0 && d.retried_by.is_none() && d.counts_on_event() {
                     adjust_event_counters(tx, d.event_id.as_str(), outcome(d.status))?;
                 }
             }
@@ -1878,7 +1947,7 @@ impl DeliveryStore for SqliteStore {
                 d.endpoint_id.as_str(),
                 http_status(a.response_status),
             ])?;
-            if retried_by.is_none() {
+            if retried_by.is_none() && d.counts_on_event() {
                 let (after, before) = (outcome(d.status), outcome(before));
                 adjust_event_counters(tx, d.event_id.as_str(), (after.0 - before.0, after.1 - before.1))?;
             }
@@ -1915,9 +1984,12 @@ impl DeliveryStore for SqliteStore {
                 ts(original.updated_at)
             ])?;
             insert_delivery(tx, &insert_delivery_sql(false), &retry)?;
-            // The original no longer counts; the retry takes its place.
-            let (gone, new) = (outcome(status), outcome(retry.status));
-            adjust_event_counters(tx, &event_id, (new.0 - gone.0, new.1 - gone.1))?;
+            // The original no longer counts; the retry takes its place
+            // (neither counts when they are a replay's).
+            if original.counts_on_event() {
+                let (gone, new) = (outcome(status), outcome(retry.status));
+                adjust_event_counters(tx, &event_id, (new.0 - gone.0, new.1 - gone.1))?;
+            }
             Ok(())
         })
         .await
@@ -1926,16 +1998,16 @@ impl DeliveryStore for SqliteStore {
     async fn delete_delivery(&self, app_id: &Id, id: &Id) -> StoreResult<bool> {
         let (app_id, id) = (app_id.clone(), id.clone());
         self.write(move |tx, now| {
-            let stored: Option<(String, String, Option<String>)> = tx
+            let stored: Option<(String, String, Option<String>, Option<String>)> = tx
                 .prepare_cached(
-                    "SELECT event_id, status, retried_by FROM deliveries \
+                    "SELECT event_id, status, retried_by, retry_of FROM deliveries \
                      WHERE id = ?1 AND application_id = ?2 AND expires_at > ?3",
                 )?
                 .query_row(params![id.as_str(), app_id.as_str(), now], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
                 })
                 .optional()?;
-            let Some((event_id, status, retried_by)) = stored else {
+            let Some((event_id, status, retried_by, retry_of)) = stored else {
                 return Ok(false);
             };
             let status = parse_delivery_status(1, &status)?;
@@ -1943,8 +2015,8 @@ impl DeliveryStore for SqliteStore {
                 .execute([id.as_str(), app_id.as_str()])?;
             tx.prepare_cached("DELETE FROM deliveries WHERE id = ?1 AND application_id = ?2")?
                 .execute([id.as_str(), app_id.as_str()])?;
-            // A delivery superseded by a retry was already out of the counters.
-            if retried_by.is_none() {
+            // A delivery superseded by a retry, or a replay's, was never in the counters.
+            if retried_by.is_none() && !made_by_replay(retry_of.as_deref()) {
                 let (succeeded, failed) = outcome(status);
                 tx.prepare_cached(
                     "UPDATE events SET delivery_count = MAX(delivery_count - 1, 0), \
@@ -1955,6 +2027,155 @@ impl DeliveryStore for SqliteStore {
                 tx.prepare_cached(DERIVE_EVENT_STATUS)?.execute([event_id.as_str()])?;
             }
             Ok(true)
+        })
+        .await
+    }
+}
+
+/// The smallest string above every string that starts with `prefix` (code
+/// point order, which is SQLite's `BINARY` order on UTF-8); `None` when no
+/// string is (the prefix is empty or all `char::MAX`).
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[async_trait]
+impl ControlStateStore for SqliteStore {
+    async fn get_record(&self, app_id: &Id, kind: &str, key: &str) -> StoreResult<Option<StateRecord>> {
+        let (app_id, kind, key) = (app_id.clone(), kind.to_string(), key.to_string());
+        self.read(move |conn, now| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {RECORD_COLS} FROM control_records \
+                     WHERE application_id = ?1 AND kind = ?2 AND key = ?3 AND expires_at > ?4"
+                ))?
+                .query_row(params![app_id.as_str(), kind, key, now], state_record_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn put_record(
+        &self,
+        app_id: &Id,
+        kind: &str,
+        key: &str,
+        body: &str,
+        expected_version: u64,
+        expires_at: Timestamp,
+    ) -> StoreResult<bool> {
+        let (app_id, kind, key, body) = (app_id.clone(), kind.to_string(), key.to_string(), body.to_string());
+        self.write(move |tx, now| {
+            let changed = if expected_version == 0 {
+                // New, or taking the place of an expired record.
+                tx.prepare_cached(
+                    "INSERT INTO control_records (application_id, kind, key, body, version, expires_at) \
+                     VALUES (?1, ?2, ?3, ?4, 1, ?5) \
+                     ON CONFLICT (application_id, kind, key) DO UPDATE SET \
+                     body = excluded.body, version = 1, expires_at = excluded.expires_at \
+                     WHERE control_records.expires_at <= ?6",
+                )?
+                .execute(params![app_id.as_str(), kind, key, body, ts(expires_at), now])?
+            } else {
+                tx.prepare_cached(
+                    "UPDATE control_records SET body = ?4, version = version + 1, expires_at = ?5 \
+                     WHERE application_id = ?1 AND kind = ?2 AND key = ?3 AND version = ?6 AND expires_at > ?7",
+                )?
+                .execute(params![
+                    app_id.as_str(),
+                    kind,
+                    key,
+                    body,
+                    ts(expires_at),
+                    to_i64(expected_version),
+                    now
+                ])?
+            };
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn list_records(
+        &self,
+        app_id: &Id,
+        kind: &str,
+        key_prefix: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<StateRecord>> {
+        let (app_id, kind, key_prefix, page) = (app_id.clone(), kind.to_string(), key_prefix.to_string(), page.clone());
+        self.read(move |conn, now| {
+            // Greatest key first; the position is the last key returned.
+            let mut query = Query::new(
+                &format!("SELECT {RECORD_COLS} FROM control_records WHERE application_id = ?"),
+                vec![Value::Text(app_id.to_string())],
+            );
+            query.and("kind = ?", kind);
+            query.and("expires_at > ?", now);
+            query.and_opt("key < ?", prefix_upper_bound(&key_prefix));
+            query.and("key >= ?", key_prefix);
+            query.and_opt("key < ?", page.after.clone());
+            query.sql.push_str(" ORDER BY key DESC LIMIT ?");
+            query.params.push(Value::Integer(fetch_limit(&page)));
+            let items = query.run(conn, state_record_from_row)?;
+            Ok(into_page(items, &page, |r| r.key.clone()))
+        })
+        .await
+    }
+
+    async fn add_to_counters(
+        &self,
+        app_id: &Id,
+        key: &str,
+        deltas: [u64; 2],
+        limit: Option<u64>,
+        expires_at: Timestamp,
+    ) -> StoreResult<Option<[u64; 2]>> {
+        let (app_id, key) = (app_id.clone(), key.to_string());
+        self.write(move |tx, now| {
+            let stored = tx
+                .prepare_cached(
+                    "SELECT c0, c1, expires_at FROM control_counters WHERE application_id = ?1 AND key = ?2",
+                )?
+                .query_row([app_id.as_str(), key.as_str()], |row| {
+                    Ok(([get_u64(row, 0)?, get_u64(row, 1)?], row.get::<_, i64>(2)?))
+                })
+                .optional()?;
+            // An expired pair counts as absent: it starts again from zero.
+            let live = stored.filter(|(_, expiry)| *expiry > now).map(|(values, _)| values);
+            let base = live.unwrap_or([0, 0]);
+            let next = [base[0].saturating_add(deltas[0]), base[1].saturating_add(deltas[1])];
+            if limit.is_some_and(|limit| next[0] > limit) {
+                return Ok(None);
+            }
+            if live.is_some() {
+                tx.prepare_cached(
+                    "UPDATE control_counters SET c0 = ?3, c1 = ?4 WHERE application_id = ?1 AND key = ?2",
+                )?
+                .execute(params![app_id.as_str(), key, to_i64(next[0]), to_i64(next[1])])?;
+            } else {
+                tx.prepare_cached(
+                    "INSERT INTO control_counters (application_id, key, c0, c1, expires_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (application_id, key) DO UPDATE SET \
+                     c0 = excluded.c0, c1 = excluded.c1, expires_at = excluded.expires_at",
+                )?
+                .execute(params![
+                    app_id.as_str(),
+                    key,
+                    to_i64(next[0]),
+                    to_i64(next[1]),
+                    ts(expires_at)
+                ])?;
+            }
+            Ok(Some(next))
         })
         .await
     }
@@ -1972,22 +2193,5 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
-    }
-}
-
-// TEMPORARY until the control-state adapter lands (same session).
-#[async_trait]
-impl crate::ports::ControlStateStore for SqliteStore {
-    async fn get_record(&self, _: &Id, _: &str, _: &str) -> StoreResult<Option<crate::ports::StateRecord>> {
-        Err(StoreError::Unavailable("control state not implemented yet".into()))
-    }
-    async fn put_record(&self, _: &Id, _: &str, _: &str, _: &str, _: u64, _: Timestamp) -> StoreResult<bool> {
-        Err(StoreError::Unavailable("control state not implemented yet".into()))
-    }
-    async fn list_records(&self, _: &Id, _: &str, _: &str, _: &PageRequest) -> StoreResult<Page<crate::ports::StateRecord>> {
-        Err(StoreError::Unavailable("control state not implemented yet".into()))
-    }
-    async fn add_to_counters(&self, _: &Id, _: &str, _: [u64; 2], _: Option<u64>, _: Timestamp) -> StoreResult<Option<[u64; 2]>> {
-        Err(StoreError::Unavailable("control state not implemented yet".into()))
     }
 }
