@@ -46,7 +46,9 @@ const MAX_MESSAGE_CHARS: usize = 300;
 /// The outbound webhook client. Cheap to share (`Arc`); build it once per process
 /// so connections are pooled across deliveries.
 pub struct HttpSender {
-    client: reqwest::Client,
+    client: std::sync::OnceLock<reqwest::Client>,
+    /// How to build the client when it is built on first use ([`HttpSender::lazy`]).
+    deferred: Option<(Arc<dyn HostResolver>, String)>,
     policy: AddressPolicy,
 }
 
@@ -78,19 +80,46 @@ impl HttpSender {
         resolver: Arc<dyn HostResolver>,
         user_agent: &str,
     ) -> Result<Self, SenderBuildError> {
-        let client = reqwest::Client::builder()
-            .user_agent(user_agent)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .referer(false)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .tcp_nodelay(true)
-            .dns_resolver(Arc::new(PolicyResolver { resolver, policy }))
-            .build()
-            .map_err(|e| SenderBuildError(root_message(&e).unwrap_or_else(|| "unknown error".into())))?;
-        Ok(Self { client, policy })
+        let client = build_client(policy, resolver, user_agent)?;
+        Ok(Self { client: std::sync::OnceLock::from(client), deferred: None, policy })
     }
 
+    /// Builds the client on the first delivery instead of now: the TLS set-up
+    /// (loading the trust roots) leaves the Lambda cold start. A client that
+    /// cannot be built fails each delivery (retried) with the reason.
+    pub fn lazy(policy: AddressPolicy, resolver: Arc<dyn HostResolver>, user_agent: &str) -> Self {
+        Self { client: std::sync::OnceLock::new(), deferred: Some((resolver, user_agent.to_string())), policy }
+    }
+
+    fn client(&self) -> Result<&reqwest::Client, SendFailure> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let (resolver, user_agent) = self.deferred.as_ref().expect("an eager sender has its client");
+        let client = build_client(self.policy, Arc::clone(resolver), user_agent)
+            .map_err(|e| failure(ErrorCode::Io, e.to_string()))?;
+        Ok(self.client.get_or_init(|| client))
+    }
+}
+
+fn build_client(
+    policy: AddressPolicy,
+    resolver: Arc<dyn HostResolver>,
+    user_agent: &str,
+) -> Result<reqwest::Client, SenderBuildError> {
+    reqwest::Client::builder()
+        .user_agent(user_agent)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .referer(false)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .tcp_nodelay(true)
+        .dns_resolver(Arc::new(PolicyResolver { resolver, policy }))
+        .build()
+        .map_err(|e| SenderBuildError(root_message(&e).unwrap_or_else(|| "unknown error".into())))
+}
+
+impl HttpSender {
     pub fn policy(&self) -> AddressPolicy {
         self.policy
     }
@@ -120,7 +149,7 @@ impl HttpSender {
         if !headers.contains_key(CONTENT_TYPE) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        self.client
+        self.client()?
             .post(url)
             .headers(headers)
             .body(request.body)
@@ -129,7 +158,7 @@ impl HttpSender {
     }
 
     async fn exchange(&self, request: reqwest::Request) -> Result<EndpointResponse, SendFailure> {
-        let mut response = self.client.execute(request).await.map_err(|e| classify(&e))?;
+        let mut response = self.client()?.execute(request).await.map_err(|e| classify(&e))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

@@ -294,6 +294,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     ordered_endpoint_gets_every_event_once_in_publish_order_despite_transient_failures,
     breaker_opens_defers_without_spending_attempts_probes_and_closes,
+    breaker_weighs_failures_against_the_successes_before_them,
     rate_limited_endpoint_is_delayed_not_failed,
     payload_filter_decides_which_events_reach_an_endpoint,
     replay_backfills_a_new_endpoint_oldest_first_and_only_failed_recovers,
@@ -423,6 +424,48 @@ async fn breaker_opens_defers_without_spending_attempts_probes_and_closes(backen
     // AND the failed attempts are the ones before the breaker opened plus one probe
     let failed = h.receiver.requests(&url).iter().filter(|r| !r.succeeded).count();
     assert_eq!(failed, requests_when_opened + 1);
+}
+
+async fn breaker_weighs_failures_against_the_successes_before_them(backend: Backend) {
+    let h = harness(backend).await;
+    // GIVEN an endpoint whose breaker opens at half failing (5 attempts at least),
+    // and 12 deliveries that succeeded
+    let breaker = CircuitBreakerPatch {
+        failure_ratio: Some(0.5),
+        min_requests: Some(5),
+        window_secs: Some(600),
+        open_secs: Some(60),
+        ..Default::default()
+    };
+    let controls = ControlsPatch { circuit_breaker: Some(breaker), ..Default::default() };
+    let ep = h.endpoint("http://127.0.0.1:9/weighed", 8, controls).await;
+    let url = ep.url.clone();
+    for i in 0..12 {
+        h.publish(ORDERS, json!({"n": i})).await;
+    }
+    h.fan_out().await;
+    h.run_until(1, Duration::from_secs(30), |h| h.receiver.successes(&url).len() >= 12).await;
+
+    // WHEN the receiver starts failing every request
+    h.receiver.set_rule(|_, _| true);
+    for i in 0..40 {
+        h.publish(ORDERS, json!({"n": 100 + i})).await;
+    }
+    h.fan_out().await;
+    let stats = || async { h.service.endpoint_stats(&h.app, ep.id.as_str(), None).await.unwrap().circuit };
+    let started = Instant::now();
+    while stats().await.state != CircuitState::Open && started.elapsed() < Duration::from_secs(60) {
+        let messages = h.service.queue().receive(10, Duration::ZERO).await.unwrap();
+        h.handle(&messages).await;
+    }
+
+    // THEN it opened only once the failures matched the 12 successes (and not
+    // many after: the attempts already under way when it opened)
+    let circuit = stats().await;
+    assert_eq!(circuit.state, CircuitState::Open);
+    let failures = h.receiver.requests(&url).iter().filter(|r| !r.succeeded).count();
+    assert!((12..=22).contains(&failures), "opened after {failures} failures");
+    assert!(circuit.window_attempts >= 24, "{circuit:?}");
 }
 
 // ---------------------------------------------------------------------------

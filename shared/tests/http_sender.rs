@@ -575,3 +575,22 @@ async fn given_urls_the_sender_refuses_to_call_when_sending_then_blocked() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn given_a_lazy_sender_when_it_first_sends_then_it_delivers_like_an_eager_one_and_keeps_the_ssrf_guard() {
+    bounded(async {
+        // GIVEN a sender whose client is built on first use (the Lambda dispatcher's)
+        let resolver: Arc<dyn HostResolver> = Arc::new(StaticResolver::default());
+        let lazy = HttpSender::lazy(LOOPBACK_OK, Arc::clone(&resolver), "Skyhook/test");
+        let mut rx = replying("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
+        // WHEN it sends THEN the receiver gets the request with the user agent
+        let response = send(&lazy, &rx.url("/lazy")).await.unwrap();
+        assert_eq!(response.status, 200);
+        let head = rx.requests.recv().await.unwrap().head.to_ascii_lowercase();
+        assert!(head.contains("\r\nuser-agent: skyhook/test\r\n"), "{head}");
+        // AND a lazy sender with the default policy still refuses loopback
+        let guarded = HttpSender::lazy(AddressPolicy::default(), resolver, "Skyhook/test");
+        expect_failure(send(&guarded, &rx.url("/lazy")).await, ErrorCode::Blocked);
+    })
+    .await;
+}

@@ -76,10 +76,11 @@ pub async fn build_service_with(config: &LambdaConfig, sdk: &SdkConfig) -> Resul
     Ok(Arc::new(Skyhook::new(store, queue, clock, material, config.service_config())))
 }
 
-/// The dispatcher with the SSRF-guarded HTTP client.
+/// The dispatcher with the SSRF-guarded HTTP client, built on the first
+/// delivery (its TLS set-up is most of the dispatcher's cold start otherwise).
 pub fn build_dispatcher(service: &Arc<Skyhook>, config: &LambdaConfig) -> Result<Arc<Dispatcher>, InitError> {
     let user_agent = format!("Skyhook/{}", crate::VERSION);
-    let sender = HttpSender::try_new(config.address_policy(), Arc::new(SystemResolver), &user_agent)?;
+    let sender = HttpSender::lazy(config.address_policy(), Arc::new(SystemResolver), &user_agent);
     Ok(Arc::new(Dispatcher::new(Arc::clone(service), Arc::new(sender))))
 }
 

@@ -4,12 +4,14 @@
 //! instance, each `skyhook serve` worker — sees the same limit and the same
 //! breaker.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::{ServiceResult, Skyhook};
-use crate::domain::{CircuitBreakerSettings, Endpoint, Timestamp};
+use crate::domain::{CircuitBreakerSettings, Endpoint, Id, Timestamp};
 use crate::ports::StoreError;
 
 const CIRCUIT_KIND: &str = "circuit";
@@ -19,6 +21,75 @@ const MAX_BACKOFF_DOUBLINGS: u32 = 5;
 const PROBE_GRACE: chrono::Duration = chrono::Duration::seconds(5);
 /// A breaker record outlives its last change by this much.
 const CIRCUIT_RECORD_TTL: chrono::Duration = chrono::Duration::days(31);
+
+/// How long this process trusts a closed breaker it read: another
+/// dispatcher's opening reaches it within this long.
+const CLOSED_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Successes are counted in the store in bunches of this many (or after
+/// [`SUCCESS_FLUSH_AGE`]); failures at once, with the successes before them.
+const SUCCESS_FLUSH_COUNT: u64 = 16;
+const SUCCESS_FLUSH_AGE: Duration = Duration::from_secs(1);
+/// Bound on the unwritten-success entries (endpoints × windows) kept.
+const MAX_PENDING_WINDOWS: usize = 4096;
+
+/// What this process remembers of the breakers, so a healthy endpoint's
+/// deliveries cost no breaker read and a sixteenth of a counter write each.
+/// Failures are always counted at once, so the breaker trips on time; only
+/// successes can be late (or, if the process stops, uncounted — which errs
+/// towards opening, never towards sending more).
+#[derive(Default)]
+pub(crate) struct LocalBreakers {
+    /// Last state read or written, per endpoint, with when.
+    known: Mutex<HashMap<Id, (Instant, CircuitRecord, u64)>>,
+    /// Successes not yet added to the store, per (endpoint, window).
+    pending: Mutex<HashMap<(Id, i64), (u64, Instant)>>,
+}
+
+impl LocalBreakers {
+    fn remember(&self, endpoint: &Id, record: &CircuitRecord, version: u64) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.insert(endpoint.clone(), (Instant::now(), record.clone(), version));
+    }
+
+    /// A state that still holds: closed (read under a second ago), or open
+    /// until a time not reached yet (only a probe after it can change that).
+    fn trusted(&self, endpoint: &Id, now: Timestamp) -> Option<CircuitRecord> {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let (read_at, record, _) = known.get(endpoint)?;
+        let holds = match record.state {
+            CircuitState::Closed => read_at.elapsed() < CLOSED_CACHE_TTL,
+            CircuitState::Open => record.open_until.is_some_and(|until| until > now),
+            CircuitState::HalfOpen => false,
+        };
+        holds.then(|| record.clone())
+    }
+
+    /// Adds one success; returns the successes to write now, if it is time.
+    fn add_success(&self, endpoint: &Id, window: i64) -> Option<u64> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (endpoint.clone(), window);
+        if !pending.contains_key(&key) {
+            // A new window: the last one's unwritten successes no longer matter.
+            pending.remove(&(endpoint.clone(), window - 1));
+            if pending.len() >= MAX_PENDING_WINDOWS {
+                pending.clear();
+            }
+        }
+        let entry = pending.entry(key.clone()).or_insert((0, Instant::now()));
+        entry.0 += 1;
+        if entry.0 >= SUCCESS_FLUSH_COUNT || entry.1.elapsed() >= SUCCESS_FLUSH_AGE {
+            pending.remove(&key).map(|(n, _)| n)
+        } else {
+            None
+        }
+    }
+
+    /// Takes the successes not written yet (to go with a failure).
+    fn take_successes(&self, endpoint: &Id, window: i64) -> u64 {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.remove(&(endpoint.clone(), window)).map_or(0, |(n, _)| n)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -158,14 +229,17 @@ impl Skyhook {
     }
 
     async fn read_circuit(&self, endpoint: &Endpoint) -> ServiceResult<(CircuitRecord, u64)> {
-        match self.store.get_record(&endpoint.application_id, CIRCUIT_KIND, endpoint.id.as_str()).await? {
-            None => Ok((CircuitRecord::closed(), 0)),
-            Some(stored) => {
-                let record = serde_json::from_str(&stored.body)
-                    .map_err(|e| StoreError::Corrupt(format!("circuit breaker of {}: {e}", endpoint.id)))?;
-                Ok((record, stored.version))
-            }
-        }
+        let (record, version) =
+            match self.store.get_record(&endpoint.application_id, CIRCUIT_KIND, endpoint.id.as_str()).await? {
+                None => (CircuitRecord::closed(), 0),
+                Some(stored) => {
+                    let record = serde_json::from_str(&stored.body)
+                        .map_err(|e| StoreError::Corrupt(format!("circuit breaker of {}: {e}", endpoint.id)))?;
+                    (record, stored.version)
+                }
+            };
+        self.breakers.remember(&endpoint.id, &record, version);
+        Ok((record, version))
     }
 
     /// `true` when written; `false` when another dispatcher changed it first.
@@ -173,12 +247,25 @@ impl Skyhook {
         let body = serde_json::to_string(record).expect("serialisable");
         let expires = self.clock.now() + CIRCUIT_RECORD_TTL;
         let app = &endpoint.application_id;
-        Ok(self.store.put_record(app, CIRCUIT_KIND, endpoint.id.as_str(), &body, version, expires).await?)
+        let written = self.store.put_record(app, CIRCUIT_KIND, endpoint.id.as_str(), &body, version, expires).await?;
+        if written {
+            self.breakers.remember(&endpoint.id, record, version + 1);
+        }
+        Ok(written)
     }
 
     async fn admit_through_breaker(&self, endpoint: &Endpoint) -> ServiceResult<Admission> {
         if !endpoint.controls.circuit_breaker.enabled {
             return Ok(Admission::Send { probe: false });
+        }
+        let now = self.clock.now();
+        match self.breakers.trusted(&endpoint.id, now) {
+            Some(record) if record.state == CircuitState::Closed => return Ok(Admission::Send { probe: false }),
+            Some(record) => {
+                let until = record.open_until.unwrap_or(now);
+                return Ok(Admission::Wait(to_std(until - now) + jitter()));
+            }
+            None => {}
         }
         // Two rounds: a lost race to claim the probe re-reads once.
         for _ in 0..2 {
@@ -243,16 +330,17 @@ impl Skyhook {
         }
         let (index, window_start) = window_of(settings, now);
         let expires = window_start + chrono::Duration::seconds(2 * i64::from(settings.window_secs));
-        let Some([attempts, failures]) = self
-            .store
-            .add_to_counters(
-                &endpoint.application_id,
-                &window_key(endpoint, index),
-                [1, u64::from(!succeeded)],
-                None,
-                expires,
-            )
-            .await?
+        let deltas = if succeeded {
+            match self.breakers.add_success(&endpoint.id, index) {
+                Some(successes) => [successes, 0],
+                None => return Ok(()),
+            }
+        } else {
+            [self.breakers.take_successes(&endpoint.id, index) + 1, 1]
+        };
+        let key = window_key(endpoint, index);
+        let Some([attempts, failures]) =
+            self.store.add_to_counters(&endpoint.application_id, &key, deltas, None, expires).await?
         else {
             return Ok(());
         };

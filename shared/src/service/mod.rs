@@ -82,6 +82,7 @@ pub struct Skyhook {
     config: ServiceConfig,
     publish_hook: Option<PublishHook>,
     rate_limiter: rate_limit::RateLimiter,
+    breakers: controls::LocalBreakers,
 }
 
 impl Skyhook {
@@ -109,6 +110,7 @@ impl Skyhook {
             config,
             publish_hook: None,
             rate_limiter: rate_limit::RateLimiter::default(),
+            breakers: controls::LocalBreakers::default(),
         }
     }
 
