@@ -5,7 +5,7 @@
 //! breaker.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -43,23 +43,36 @@ pub(crate) struct LocalBreakers {
     known: Mutex<HashMap<Id, (Instant, CircuitRecord, u64)>>,
     /// Successes not yet added to the store, per (endpoint, window).
     pending: Mutex<HashMap<(Id, i64), (u64, Instant)>>,
+    /// One store read at a time per endpoint: the deliveries of a batch that
+    /// find nothing trusted wait for the first one's read instead of each reading.
+    reading: Mutex<HashMap<Id, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl LocalBreakers {
+    fn read_lock(&self, endpoint: &Id) -> Arc<tokio::sync::Mutex<()>> {
+        let mut reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        if reading.len() >= MAX_PENDING_WINDOWS {
+            reading.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        Arc::clone(reading.entry(endpoint.clone()).or_default())
+    }
+
     fn remember(&self, endpoint: &Id, record: &CircuitRecord, version: u64) {
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         known.insert(endpoint.clone(), (Instant::now(), record.clone(), version));
     }
 
-    /// A state that still holds: closed (read under a second ago), or open
-    /// until a time not reached yet (only a probe after it can change that).
+    /// A state that still holds: closed (read under a second ago), open
+    /// until a time not reached yet (only a probe after it can change that),
+    /// or half-open with a probe still on its way.
     fn trusted(&self, endpoint: &Id, now: Timestamp) -> Option<CircuitRecord> {
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         let (read_at, record, _) = known.get(endpoint)?;
         let holds = match record.state {
             CircuitState::Closed => read_at.elapsed() < CLOSED_CACHE_TTL,
             CircuitState::Open => record.open_until.is_some_and(|until| until > now),
-            CircuitState::HalfOpen => false,
+            // Someone's probe is on its way until then.
+            CircuitState::HalfOpen => record.probe_until.is_some_and(|until| until > now),
         };
         holds.then(|| record.clone())
     }
@@ -254,18 +267,28 @@ impl Skyhook {
         Ok(written)
     }
 
+    fn trusted_admission(&self, endpoint: &Endpoint) -> Option<Admission> {
+        let now = self.clock.now();
+        let record = self.breakers.trusted(&endpoint.id, now)?;
+        Some(match record.state {
+            CircuitState::Closed => Admission::Send { probe: false },
+            CircuitState::Open => Admission::Wait(to_std(record.open_until.unwrap_or(now) - now) + jitter()),
+            CircuitState::HalfOpen => Admission::Wait(to_std(record.probe_until.unwrap_or(now) - now) + jitter()),
+        })
+    }
+
     async fn admit_through_breaker(&self, endpoint: &Endpoint) -> ServiceResult<Admission> {
         if !endpoint.controls.circuit_breaker.enabled {
             return Ok(Admission::Send { probe: false });
         }
-        let now = self.clock.now();
-        match self.breakers.trusted(&endpoint.id, now) {
-            Some(record) if record.state == CircuitState::Closed => return Ok(Admission::Send { probe: false }),
-            Some(record) => {
-                let until = record.open_until.unwrap_or(now);
-                return Ok(Admission::Wait(to_std(until - now) + jitter()));
-            }
-            None => {}
+        if let Some(admission) = self.trusted_admission(endpoint) {
+            return Ok(admission);
+        }
+        let lock = self.breakers.read_lock(&endpoint.id);
+        let _reading = lock.lock().await;
+        // Another delivery may have read it while this one waited.
+        if let Some(admission) = self.trusted_admission(endpoint) {
+            return Ok(admission);
         }
         // Two rounds: a lost race to claim the probe re-reads once.
         for _ in 0..2 {
