@@ -1008,7 +1008,7 @@ pub async fn run(bin_dir: &Path) -> Result<Value, BoxError> {
     let mut functions = HashMap::new();
     for name in FUNCTIONS {
         let endpoint = start_proxy(upstream, ledger.clone(), name).await?;
-        let function = Function::start(bin_dir, name, &stack.env(&endpoint)).await;
+        let function = Function::start_from(bin_dir, name, &stack.env(&endpoint)).await;
         function.init_duration().await;
         functions.insert(name, function);
     }

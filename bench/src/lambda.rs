@@ -71,12 +71,12 @@ pub async fn run(bin_dir: &Path, runs: usize) -> Result<Value, BoxError> {
     // An application, key, event type and endpoint to invoke against, made
     // with warm functions (not measured).
     let admin = stack.admin_token.clone();
-    let applications = Function::start(bin_dir, "applications", &env).await;
+    let applications = Function::start_from(bin_dir, "applications", &env).await;
     let (_, app) = http_response(
         applications.invoke(&http_event("POST", "/v1/applications", &admin, Some(&json!({"name": "cold"})))).await,
     )?;
     let app_id = app["id"].as_str().ok_or("no app id")?.to_string();
-    let api_keys = Function::start(bin_dir, "api-keys", &env).await;
+    let api_keys = Function::start_from(bin_dir, "api-keys", &env).await;
     let (_, key) = http_response(
         api_keys
             .invoke(&http_event(
@@ -88,11 +88,11 @@ pub async fn run(bin_dir: &Path, runs: usize) -> Result<Value, BoxError> {
             .await,
     )?;
     let key = key["key"].as_str().ok_or("no key")?.to_string();
-    let event_types = Function::start(bin_dir, "event-types", &env).await;
+    let event_types = Function::start_from(bin_dir, "event-types", &env).await;
     http_response(
         event_types.invoke(&http_event("POST", "/v1/event-types", &key, Some(&json!({"name": "cold.start"})))).await,
     )?;
-    let endpoints = Function::start(bin_dir, "endpoints", &env).await;
+    let endpoints = Function::start_from(bin_dir, "endpoints", &env).await;
     let (status, endpoint) = http_response(
         endpoints
             .invoke(&http_event("POST", "/v1/endpoints", &key, Some(&json!({"url": receiver_url, "timeoutSecs": 5}))))
@@ -101,8 +101,8 @@ pub async fn run(bin_dir: &Path, runs: usize) -> Result<Value, BoxError> {
     if status != 201 {
         return Err(format!("create endpoint: {status} {endpoint}").into());
     }
-    let warm_events = Function::start(bin_dir, "events", &env).await;
-    let warm_fanout = Function::start(bin_dir, "fanout", &env).await;
+    let warm_events = Function::start_from(bin_dir, "events", &env).await;
+    let warm_fanout = Function::start_from(bin_dir, "fanout", &env).await;
     drop((applications, api_keys, event_types, endpoints));
     let fixture = Fixture { app_id, key };
     let mut stream_seen = std::collections::HashSet::new();
@@ -140,7 +140,7 @@ pub async fn run(bin_dir: &Path, runs: usize) -> Result<Value, BoxError> {
                 }
                 _ => http_event("GET", "/", "", None),
             };
-            let function = Function::start(bin_dir, name, &env).await;
+            let function = Function::start_from(bin_dir, name, &env).await;
             init.push(function.init_duration().await.as_secs_f64() * 1000.0);
             let started = Instant::now();
             let outcome = function.invoke(&event).await;

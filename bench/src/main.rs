@@ -14,6 +14,8 @@
 //! Everything runs on 127.0.0.1, bounded in time and count.
 
 mod aws;
+// The test suite's emulator, shared verbatim (binaries from a given directory).
+#[path = "../../shared/tests/lambda_emulator/mod.rs"]
 mod emulator;
 mod lambda;
 mod net;

@@ -580,11 +580,25 @@ async fn given_the_store_failing_a_manual_retry_when_the_client_repeats_it_then_
     assert_eq!(status, 202, "{retry}");
 
     let sender = Arc::new(RecordingSender::default());
-    env.dispatch_visible(&env.dispatcher(sender.clone())).await;
+    let dispatcher = env.dispatcher(sender.clone());
+    env.dispatch_visible(&dispatcher).await;
     assert_eq!(sender.count(), 1);
     let retried = env.delivery(&tenant, retry["id"].as_str().unwrap()).await;
     assert_eq!(retried["status"], "succeeded");
     assert_eq!(retried["retryOf"], failed);
+
+    // The first call's message (sent before its rows, which were never
+    // written) waits a while for them, then is dropped; nothing more is sent.
+    assert_eq!(env.queue_counts().await, (0, 1), "the unwritten retry's message waits");
+    for _ in 0..15 {
+        env.advance(Duration::from_secs(6));
+        env.dispatch_visible(&dispatcher).await;
+    }
+    assert_eq!(env.queue_counts().await, (0, 0), "the unwritten retry's message is dropped");
+    assert_eq!(sender.count(), 1, "nothing else was sent");
+    let retries: Vec<Value> =
+        env.deliveries(&tenant, "").await.into_iter().filter(|d| d["retryOf"] == failed.as_str()).collect();
+    assert_eq!(retries.len(), 1, "{retries:?}");
 }
 
 #[tokio::test]

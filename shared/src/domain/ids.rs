@@ -95,6 +95,14 @@ impl Id {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// When the id was made (its ULID's millisecond); `None` for an id that
+    /// is not `<prefix>_<ulid>`.
+    pub fn created_at(&self) -> Option<Timestamp> {
+        let (_, ulid) = self.0.split_once('_')?;
+        let ms = i64::try_from(Ulid::from_string(ulid).ok()?.timestamp_ms()).ok()?;
+        chrono::DateTime::from_timestamp_millis(ms)
+    }
 }
 
 impl fmt::Display for Id {

@@ -31,9 +31,6 @@ pub struct BulkRetryResult {
     pub truncated: bool,
 }
 
-/// How far back a repeated retry looks for a retry that was written but not queued.
-const UNSENT_RETRY_WINDOW_MS: i64 = 60 * 60 * 1000;
-
 impl Skyhook {
     pub async fn list_deliveries(
         &self,
@@ -132,40 +129,9 @@ impl Skyhook {
             )));
         }
         if let Some(newer) = &original.retried_by {
-            // A retry written but never queued (the queue failed and the
-            // caller was told to try again) is queued now instead of refused.
-            if let Some(unsent) = self.unsent_retry(&original).await? {
-                self.enqueue(
-                    std::slice::from_ref(&unsent),
-                    &self.ordered_endpoints(std::slice::from_ref(&unsent)).await?,
-                )
-                .await?;
-                return Ok(unsent);
-            }
             return Err(ServiceError::Conflict(format!("delivery was already retried as {newer}")));
         }
         self.retry_one(&original).await
-    }
-
-    /// The retry of `original` if it exists, is recent, and has not started:
-    /// possibly never queued. Only recent ones are looked at, so a bulk retry
-    /// over a long history does not read every old retry.
-    async fn unsent_retry(&self, original: &Delivery) -> ServiceResult<Option<Delivery>> {
-        let Some(newer) = &original.retried_by else { return Ok(None) };
-        let created = newer
-            .as_str()
-            .strip_prefix("dlv_")
-            .and_then(|u| ulid::Ulid::from_string(u).ok())
-            .map(|u| u.timestamp_ms() as i64)
-            .unwrap_or(0);
-        if self.clock.now().timestamp_millis() - created > UNSENT_RETRY_WINDOW_MS {
-            return Ok(None);
-        }
-        Ok(self
-            .store
-            .get_delivery(&original.application_id, newer)
-            .await?
-            .filter(|retry| retry.status == DeliveryStatus::Pending && retry.attempt_count == 0))
     }
 
     async fn retry_one(&self, original: &Delivery) -> ServiceResult<Delivery> {
@@ -181,12 +147,19 @@ impl Skyhook {
             .await?
             .ok_or(ServiceError::Conflict("the endpoint of this delivery was deleted".into()))?;
         let retry = self.new_delivery(&event, &endpoint, Some(original));
+        // The message goes first, the rows after: a retry that exists always
+        // has its message, and a message whose rows were never written (the
+        // write failed, or a concurrent retry won) finds no delivery and is
+        // dropped by the dispatcher once the id is older than
+        // [`super::dispatcher::UNWRITTEN_DELIVERY_GRACE`]. Written the other way round, a repeat
+        // could not tell a retry whose send failed from one being sent
+        // right now, and re-sending it would POST it twice.
+        let ordered = self.ordered_endpoints(std::slice::from_ref(&retry)).await?;
+        self.enqueue_before_writing(std::slice::from_ref(&retry), &ordered).await?;
         match self.store.insert_retry(original, &retry).await {
             Err(StoreError::Conflict(_)) => return Err(ServiceError::Conflict("delivery was already retried".into())),
             other => other?,
         }
-        self.enqueue(std::slice::from_ref(&retry), &self.ordered_endpoints(std::slice::from_ref(&retry)).await?)
-            .await?;
         Ok(retry)
     }
 
@@ -224,22 +197,18 @@ impl Skyhook {
         };
         let mut page = PageRequest::first(MAX_PAGE_LIMIT);
         let mut candidates = Vec::new();
-        let mut unsent = Vec::new();
         let mut truncated = false;
         'pages: loop {
             let found = self.store.list_deliveries(&app.application_id, &filter, &page).await?;
             for delivery in found.items {
                 if delivery.retried_by.is_some() {
-                    // Already retried; re-queue its retry if it may never have been queued.
-                    // Not counted: this call did not create it.
-                    unsent.extend(self.unsent_retry(&delivery).await?);
-                } else {
-                    if candidates.len() == MAX_BULK_RETRY {
-                        truncated = true;
-                        break 'pages;
-                    }
-                    candidates.push(delivery);
+                    continue; // already retried
                 }
+                if candidates.len() == MAX_BULK_RETRY {
+                    truncated = true;
+                    break 'pages;
+                }
+                candidates.push(delivery);
             }
             match found.next {
                 Some(next) => page.after = Some(next),
@@ -247,7 +216,6 @@ impl Skyhook {
             }
         }
         let mut delivery_ids = Vec::with_capacity(candidates.len());
-        self.enqueue(&unsent, &self.ordered_endpoints(&unsent).await?).await?;
         for original in &candidates {
             match self.retry_one(original).await {
                 Ok(retry) => delivery_ids.push(retry.id),

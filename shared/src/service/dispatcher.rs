@@ -29,11 +29,20 @@ pub struct DeliveryTask {
     pub application_id: Id,
     #[serde(rename = "d")]
     pub delivery_id: Id,
+    /// Sent before the delivery is written (a manual retry): if the
+    /// delivery is not there yet, wait for it a while instead of dropping
+    /// the message.
+    #[serde(rename = "w", default, skip_serializing_if = "std::ops::Not::not")]
+    pub written_after: bool,
 }
 
 impl DeliveryTask {
     pub fn for_delivery(delivery: &Delivery) -> Self {
-        DeliveryTask { application_id: delivery.application_id.clone(), delivery_id: delivery.id.clone() }
+        DeliveryTask {
+            application_id: delivery.application_id.clone(),
+            delivery_id: delivery.id.clone(),
+            written_after: false,
+        }
     }
 
     pub fn to_body(&self) -> String {
@@ -90,6 +99,12 @@ const MAX_SEND_DELAY: Duration = Duration::from_secs(900);
 
 /// Slack for a message that comes back a little before its scheduled time.
 const EARLY_SLACK: chrono::Duration = chrono::Duration::milliseconds(500);
+/// How long a message for a delivery that is not (yet) in the store is
+/// kept: longer than any request that sends a message and then writes
+/// its rows (API Gateway gives up after 30 s).
+pub const UNWRITTEN_DELIVERY_GRACE: chrono::Duration = chrono::Duration::seconds(60);
+/// How soon such a message is looked at again.
+const UNWRITTEN_DELIVERY_RECHECK: Duration = Duration::from_secs(5);
 
 impl Dispatcher {
     pub fn new(service: Arc<Skyhook>, sender: Arc<dyn WebhookSender>) -> Self {
@@ -245,7 +260,15 @@ impl Dispatcher {
         let store = self.service.store();
         let now = self.service.clock().now();
         let Some(delivery) = store.get_delivery(&task.application_id, &task.delivery_id).await? else {
-            return Ok(MessageOutcome::Done); // deleted or expired
+            // A manual retry's message is sent before its rows are written:
+            // a young one may not be written yet. Otherwise the delivery is
+            // deleted, expired, or was never written (its write failed or
+            // lost a race).
+            let young = task.delivery_id.created_at().is_some_and(|at| now - at < UNWRITTEN_DELIVERY_GRACE);
+            if task.written_after && young {
+                return Ok(self.defer(message, UNWRITTEN_DELIVERY_RECHECK).await);
+            }
+            return Ok(MessageOutcome::Done);
         };
         if delivery.status.is_final() {
             return Ok(MessageOutcome::Done);

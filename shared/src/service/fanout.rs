@@ -251,13 +251,32 @@ impl Skyhook {
     /// One message per delivery, in the given order; an ordered endpoint's
     /// go into its own FIFO group (the endpoint id), one at a time, in order.
     pub(crate) async fn enqueue(&self, deliveries: &[Delivery], ordered: &HashSet<Id>) -> ServiceResult<()> {
+        self.enqueue_tasks(deliveries, ordered, false).await
+    }
+
+    /// Like [`Skyhook::enqueue`], for deliveries that are written after
+    /// their messages are sent (manual retries).
+    pub(crate) async fn enqueue_before_writing(
+        &self,
+        deliveries: &[Delivery],
+        ordered: &HashSet<Id>,
+    ) -> ServiceResult<()> {
+        self.enqueue_tasks(deliveries, ordered, true).await
+    }
+
+    async fn enqueue_tasks(
+        &self,
+        deliveries: &[Delivery],
+        ordered: &HashSet<Id>,
+        written_after: bool,
+    ) -> ServiceResult<()> {
         if deliveries.is_empty() {
             return Ok(());
         }
         let messages = deliveries
             .iter()
             .map(|d| {
-                let body = DeliveryTask::for_delivery(d).to_body();
+                let body = DeliveryTask { written_after, ..DeliveryTask::for_delivery(d) }.to_body();
                 if ordered.contains(&d.endpoint_id) {
                     OutgoingMessage::in_group(body, d.endpoint_id.as_str())
                 } else {

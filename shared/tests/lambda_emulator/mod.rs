@@ -10,8 +10,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::ffi::OsStr;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -141,7 +142,10 @@ impl Emulator {
             state.pending.push_back((id, Bytes::from(event.to_string())));
         }
         self.wake.notify_waiters();
-        tokio::time::timeout(Duration::from_secs(60), rx).await.expect("function answered within 60 s").unwrap()
+        tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .expect("function answered within 60 s")
+            .expect("emulator kept the call")
     }
 
     pub fn first_poll(&self) -> Option<Instant> {
@@ -171,13 +175,24 @@ pub struct Function {
 }
 
 impl Function {
-    pub async fn start(binary_name: &str, env: &[(&str, String)]) -> Function {
-        Self::spawn(binary_name, env, Stdio::inherit()).await
+    /// Starts a workspace binary of this build's profile, its stderr shown.
+    pub async fn start<K: AsRef<OsStr>, V: AsRef<OsStr>>(binary_name: &str, env: &[(K, V)]) -> Function {
+        Self::spawn(binary(binary_name), binary_name, env, Stdio::inherit()).await
     }
 
     /// Like `start`, with stderr captured (read it with `wait_output`).
-    pub async fn start_capturing(binary_name: &str, env: &[(&str, String)]) -> Function {
-        Self::spawn(binary_name, env, Stdio::piped()).await
+    pub async fn start_capturing<K: AsRef<OsStr>, V: AsRef<OsStr>>(binary_name: &str, env: &[(K, V)]) -> Function {
+        Self::spawn(binary(binary_name), binary_name, env, Stdio::piped()).await
+    }
+
+    /// Starts `bin_dir/binary_name` (the benchmarks' release build), its
+    /// stderr dropped.
+    pub async fn start_from<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        bin_dir: &Path,
+        binary_name: &str,
+        env: &[(K, V)],
+    ) -> Function {
+        Self::spawn(bin_dir.join(binary_name), binary_name, env, Stdio::null()).await
     }
 
     /// Waits for the process to exit; its status and captured stderr.
@@ -197,9 +212,14 @@ impl Function {
         }
     }
 
-    async fn spawn(binary_name: &str, env: &[(&str, String)], stderr: Stdio) -> Function {
+    async fn spawn<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        path: PathBuf,
+        binary_name: &str,
+        env: &[(K, V)],
+        stderr: Stdio,
+    ) -> Function {
         let emulator = Emulator::start().await;
-        let mut command = Command::new(binary(binary_name));
+        let mut command = Command::new(path);
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
