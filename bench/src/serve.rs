@@ -36,6 +36,10 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
     /// Phases to run (`rates`, `fanout1`, `fanout10`, `controls`); all when empty.
     pub only: Vec<String>,
+    /// Most events published in the `controls` phase: its ordered endpoints
+    /// take one delivery at a time each, so an open-ended flood would only
+    /// measure how long the backlog is when the drain timeout ends.
+    pub controls_events: Option<u64>,
 }
 
 impl ServeOptions {
@@ -49,6 +53,7 @@ impl ServeOptions {
             concurrency: 128,
             drain_timeout: Duration::from_secs(120),
             only: Vec::new(),
+            controls_events: Some(20_000),
         }
     }
 
@@ -63,6 +68,7 @@ impl ServeOptions {
             // A debug build on a busy CI machine: generous, and still bounded.
             drain_timeout: Duration::from_secs(120),
             only: Vec::new(),
+            controls_events: None,
         }
     }
 }
@@ -328,6 +334,7 @@ async fn throughput(
     fanout: u16,
     first_index: u16,
     opts: &ServeOptions,
+    max_events: Option<u64>,
 ) -> Result<Value, BoxError> {
     let log = Arc::new(RunLog::default());
     let seq = Arc::new(AtomicU64::new(0));
@@ -343,11 +350,17 @@ async fn throughput(
             let mut client = Client::new(address);
             while !stop.load(Ordering::Relaxed) {
                 let n = seq.fetch_add(1, Ordering::Relaxed);
+                if max_events.is_some_and(|max| n >= max) {
+                    break;
+                }
                 publish_one(&mut client, &key, n, &pad, Instant::now(), &log).await;
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs_f64(opts.throughput_secs)).await;
+    let deadline = Instant::now() + Duration::from_secs_f64(opts.throughput_secs);
+    while Instant::now() < deadline && tasks.iter().any(|t| !t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await?;
@@ -482,15 +495,19 @@ pub async fn run(opts: ServeOptions) -> Result<Value, BoxError> {
         let mut runs = Vec::new();
         if wanted("fanout1") {
             eprintln!("throughput, fan-out 1, {} publishers, {} s", opts.concurrency, opts.throughput_secs);
-            runs.push(throughput(&server, &receiver, &key1, 1, 0, &opts).await?);
+            runs.push(throughput(&server, &receiver, &key1, 1, 0, &opts, None).await?);
         }
         if wanted("fanout10") {
             eprintln!("throughput, fan-out 10, {} publishers, {} s", opts.concurrency, opts.throughput_secs);
-            runs.push(throughput(&server, &receiver, &key10, 10, 1, &opts).await?);
+            runs.push(throughput(&server, &receiver, &key10, 10, 1, &opts, None).await?);
         }
         if wanted("controls") {
-            eprintln!("throughput, fan-out 10, filtered + ordered endpoints, {} publishers", opts.concurrency);
-            let mut run = throughput(&server, &receiver, &key_controls, 10, 11, &opts).await?;
+            eprintln!(
+                "throughput, fan-out 10, filtered + ordered endpoints, {} publishers, at most {} events",
+                opts.concurrency,
+                opts.controls_events.map_or("unlimited".to_string(), |n| n.to_string())
+            );
+            let mut run = throughput(&server, &receiver, &key_controls, 10, 11, &opts, opts.controls_events).await?;
             run["label"] = json!("fan-out 10, every endpoint filtered and ordered");
             runs.push(run);
         }

@@ -246,12 +246,7 @@ pub struct SqliteStore {
 struct Inner {
     /// Shared with queues opened by [`super::SqliteQueue::open_with_store`].
     writer: Arc<GroupWriter>,
-    readers: Vec<Mutex<Connection>>,
-    /// One per reader connection, taken before a read goes to the blocking
-    /// pool: many concurrent reads wait here (asynchronously) instead of
-    /// occupying a blocking thread each while they wait for a connection.
-    read_permits: tokio::sync::Semaphore,
-    next_reader: AtomicUsize,
+    readers: ReaderPool,
     clock: Arc<dyn Clock>,
     path: PathBuf,
     cache: Caches,
@@ -408,15 +403,15 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?,
         );
         let readers = (0..READER_CONNECTIONS)
-            .map(|_| open_connection(path, true).map(Mutex::new))
+            .map(|_| open_connection(path, true))
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err)?;
+        let readers = ReaderPool::spawn(readers, "skyhook-store-reader")
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the store readers: {e}")))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 writer,
                 readers,
-                read_permits: tokio::sync::Semaphore::new(READER_CONNECTIONS),
-                next_reader: AtomicUsize::new(0),
                 clock,
                 path: path.to_path_buf(),
                 cache: Caches::new(),
@@ -458,20 +453,11 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection, i64) -> Result<T, Failure> + Send + 'static,
     {
-        let _permit = self
-            .inner
-            .read_permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
-        let inner = self.inner.clone();
-        let now = ts(inner.clock.now());
-        tokio::task::spawn_blocking(move || {
-            let conn = inner.reader();
-            f(&conn, now).map_err(Failure::into_store)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+        let now = ts(self.inner.clock.now());
+        match self.inner.readers.run(move |conn| f(conn, now).map_err(Failure::into_store)).await {
+            Ok(result) => result,
+            Err(message) => Err(StoreError::Unavailable(message)),
+        }
     }
 
     /// Runs `f` on the writer inside one transaction (shared with whatever
@@ -488,26 +474,6 @@ impl SqliteStore {
             Err(message) => Err(StoreError::Unavailable(message)),
         }
     }
-}
-
-impl Inner {
-    /// A free reader if there is one, else waits for the next in turn.
-    fn reader(&self) -> MutexGuard<'_, Connection> {
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        let n = self.readers.len();
-        for i in 0..n {
-            if let Ok(conn) = self.readers[(start + i) % n].try_lock() {
-                return conn;
-            }
-        }
-        lock(&self.readers[start % n])
-    }
-}
-
-/// A poisoned mutex only means another task panicked while holding the
-/// connection; readers keep no transaction open between calls, so it is usable.
-fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
@@ -567,6 +533,69 @@ fn add_column_if_missing(tx: &Connection, table: &str, column: &str, decl: &str)
 
 // ---------------------------------------------------------------------------
 // Group commit
+
+/// Dedicated threads that own the read-only connections and take reads
+/// from one queue. Compared with a blocking-pool task per read, no thread
+/// is started or woken for a read that a busy reader can take next, the
+/// connections need no lock, and the thread count stays fixed (the blocking
+/// pool grew to ~80 threads under load, each with its own stack and malloc
+/// arena).
+struct ReaderPool {
+    jobs: Option<mpsc::Sender<ReadJob>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+impl ReaderPool {
+    fn spawn(connections: Vec<Connection>, thread_name: &str) -> std::io::Result<Self> {
+        let (jobs, queue) = mpsc::channel::<ReadJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        let mut threads = Vec::with_capacity(connections.len());
+        for conn in connections {
+            let queue = Arc::clone(&queue);
+            threads.push(std::thread::Builder::new().name(thread_name.to_string()).spawn(move || {
+                loop {
+                    // One idle reader waits in `recv` holding the lock; the
+                    // others wait for the lock. A poisoned lock only means
+                    // a job panicked on another reader.
+                    let next = queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
+                    let Ok(job) = next else { return };
+                    // A panicking read drops its reply (its caller sees an
+                    // error); the reader carries on.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn)));
+                }
+            })?);
+        }
+        Ok(ReaderPool { jobs: Some(jobs), threads })
+    }
+
+    /// Runs `work` on the next free reader.
+    async fn run<T, F>(&self, work: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> T + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let jobs = self.jobs.as_ref().ok_or_else(|| "the store is closed".to_string())?;
+        jobs.send(Box::new(move |conn: &Connection| {
+            let _ = reply.send(work(conn));
+        }))
+        .map_err(|_| "the store is closed".to_string())?;
+        answer.await.map_err(|_| "a store reader dropped the call".to_string())
+    }
+}
+
+impl Drop for ReaderPool {
+    /// Lets the readers finish what is queued and close their connections.
+    fn drop(&mut self) {
+        self.jobs.take();
+        let current = std::thread::current().id();
+        for thread in self.threads.drain(..).filter(|t| t.thread().id() != current) {
+            let _ = thread.join();
+        }
+    }
+}
 
 /// A dedicated thread that owns a writer connection. Callers hand it work;
 /// it takes every call that is waiting, runs each in its own savepoint of one
