@@ -109,6 +109,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     };
     let fanout_wakeup = Arc::new(Notify::new());
     let hook_wakeup = Arc::clone(&fanout_wakeup);
+    let purged_store = Arc::clone(&store);
     let service = Arc::new(
         Skyhook::new(store, Arc::clone(&queue), Arc::clone(&clock), material.clone(), config)
             .with_publish_hook(Arc::new(move || hook_wakeup.notify_one())),
@@ -132,6 +133,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let http = tokio::spawn(crate::http_server::run(listener, Arc::clone(&service), shutdown_rx.clone()));
     let fanout = tokio::spawn(fanout_worker(Arc::clone(&service), fanout_wakeup, shutdown_rx.clone()));
+    let purge = tokio::spawn(purge_worker(purged_store, shutdown_rx.clone()));
     let delivery = tokio::spawn(dispatch_worker(dispatcher, sqlite_queue, args.concurrency.max(1), shutdown_rx));
 
     wait_for_signal().await;
@@ -140,6 +142,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let _ = http.await;
     let _ = fanout.await;
     let _ = delivery.await;
+    let _ = purge.await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -156,6 +159,27 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// How often expired rows are deleted (the embedded stand-in for DynamoDB
+/// TTL; every read skips them either way, this keeps the file from growing
+/// without bound).
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// Deletes rows past their retention at start and every [`PURGE_EVERY`],
+/// in small chunks that share commits with the other writes.
+async fn purge_worker(store: Arc<SqliteStore>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match store.purge_expired().await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "purged expired rows"),
+            Err(err) => tracing::warn!(error = %err, "could not purge expired rows"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Events fanned out at the same time by one sweep: their writes share the

@@ -133,6 +133,33 @@ async fn given_many_concurrent_publishes_when_they_land_then_all_are_stored_and_
     assert_eq!(total, 110);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_more_expired_rows_than_one_purge_chunk_when_purged_then_all_of_them_go() {
+    // GIVEN 4,500 expired events (more than two chunks of 2,000) and a live one
+    let clock = Arc::new(ManualClock::new(conformance::start_time()));
+    let sqlite = SqliteStore::open_in_memory(clock.clone()).unwrap();
+    let ctx = Arc::new(ctx_for(sqlite.clone(), clock.clone()));
+    let app = conformance::create_app(&ctx, "A").await;
+    for _ in 0..45 {
+        let mut writes = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            let (ctx, app_id) = (Arc::clone(&ctx), app.id.clone());
+            writes.spawn(async move { conformance::insert_event(&ctx, &app_id, "invoice.paid").await });
+        }
+        while writes.join_next().await.is_some() {}
+    }
+    clock.advance(Duration::days(32));
+    let live = conformance::insert_event(&ctx, &app.id, "invoice.paid").await;
+
+    // WHEN purged
+    let removed = sqlite.purge_expired().await.unwrap();
+
+    // THEN every expired row is gone, in one call, and the live one stays
+    assert_eq!(removed, 4_500);
+    assert_eq!(sqlite.purge_expired().await.unwrap(), 0);
+    assert!(ctx.store.get_event(&app.id, &live.id).await.unwrap().is_some());
+}
+
 #[tokio::test]
 async fn given_expired_rows_when_purged_then_they_are_removed_and_live_ones_stay() {
     let clock = Arc::new(ManualClock::new(conformance::start_time()));

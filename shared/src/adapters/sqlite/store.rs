@@ -56,6 +56,8 @@ use crate::ports::store::{
 /// `PRAGMA user_version` of the schema this build writes.
 const SCHEMA_VERSION: i64 = 1;
 const READER_CONNECTIONS: usize = 4;
+/// Rows per table deleted by one write of [`SqliteStore::purge_expired`].
+const PURGE_CHUNK: usize = 2_000;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The store's and a shared queue's statements all fit (both use the writer).
 const STATEMENT_CACHE: usize = 128;
@@ -434,15 +436,41 @@ impl SqliteStore {
 
     /// Physically deletes events, deliveries, attempts, control records and
     /// control counters whose `expires_at` has passed (the embedded stand-in
-    /// for DynamoDB TTL). Returns how many rows went.
+    /// for DynamoDB TTL). Returns how many rows went. Runs in chunks of
+    /// [`PURGE_CHUNK`] rows per table, one write each, so other writes are
+    /// never held up behind one long delete.
     pub async fn purge_expired(&self) -> StoreResult<u64> {
-        self.write(|tx, now| {
-            let mut removed = 0u64;
-            for table in ["attempts", "deliveries", "events", "control_records", "control_counters"] {
-                let sql = format!("DELETE FROM {table} WHERE expires_at <= ?1");
-                removed += tx.prepare_cached(&sql)?.execute([now])? as u64;
+        let mut removed = 0u64;
+        loop {
+            let (chunk, more) = self.purge_expired_chunk(PURGE_CHUNK).await?;
+            removed += chunk;
+            if !more {
+                return Ok(removed);
             }
-            Ok(removed)
+        }
+    }
+
+    /// Deletes up to `limit` expired rows from each table in one write;
+    /// how many went, and whether some table may have more.
+    async fn purge_expired_chunk(&self, limit: usize) -> StoreResult<(u64, bool)> {
+        self.write(move |tx, now| {
+            let (mut removed, mut more) = (0u64, false);
+            for (table, key) in [
+                ("attempts", "rowid"),
+                ("deliveries", "rowid"),
+                ("events", "rowid"),
+                ("control_records", "application_id, kind, key"),
+                ("control_counters", "application_id, key"),
+            ] {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE ({key}) IN \
+                     (SELECT {key} FROM {table} WHERE expires_at <= ?1 LIMIT ?2)"
+                );
+                let n = tx.prepare_cached(&sql)?.execute(params![now, limit as i64])?;
+                removed += n as u64;
+                more |= n == limit;
+            }
+            Ok((removed, more))
         })
         .await
     }
