@@ -6,6 +6,7 @@ mod support;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
+use skyhook::ports::Clock;
 use support::*;
 
 async fn token_request(app: &TestApp, form: &str) -> Reply {
@@ -462,4 +463,41 @@ async fn given_an_access_token_when_it_calls_admin_routes_then_it_is_403() {
     // THEN
     assert_problem(&list, 403, None);
     assert_problem(&key, 403, None);
+}
+
+// ------------------------------------------------------------ last use
+
+fn last_used_at(keys: &Value, key_id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let key = keys["data"].as_array().unwrap().iter().find(|k| k["id"] == key_id).expect("key listed");
+    key["lastUsedAt"].as_str().map(|s| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc))
+}
+
+#[tokio::test]
+async fn given_a_new_key_when_it_is_used_then_last_used_at_shows_it_to_within_a_minute() {
+    // GIVEN a key that was never used
+    let app = TestApp::new();
+    let tenant = app.new_tenant("a").await;
+    let keys_path = format!("/v1/applications/{}/api-keys", tenant.app_id);
+    let keys = app.expect(200, "GET", &keys_path, Some(&app.admin), None).await;
+    assert_eq!(last_used_at(&keys, &tenant.key_id), None, "{keys}");
+
+    // WHEN it authenticates a request
+    let first_use = app.clock.now();
+    app.expect(200, "GET", "/v1/endpoints", Some(&tenant.key), None).await;
+    // THEN its last use is that request's time
+    let keys = app.expect(200, "GET", &keys_path, Some(&app.admin), None).await;
+    assert_eq!(last_used_at(&keys, &tenant.key_id), Some(first_use), "{keys}");
+
+    // WHEN it is used again 30 s later THEN nothing is written (a minute's resolution)
+    app.advance(chrono::Duration::seconds(30));
+    app.expect(200, "GET", "/v1/endpoints", Some(&tenant.key), None).await;
+    let keys = app.expect(200, "GET", &keys_path, Some(&app.admin), None).await;
+    assert_eq!(last_used_at(&keys, &tenant.key_id), Some(first_use), "{keys}");
+
+    // WHEN it is used 61 s after the first use THEN the time moves on
+    app.advance(chrono::Duration::seconds(31));
+    let later_use = app.clock.now();
+    app.expect(200, "GET", "/v1/endpoints", Some(&tenant.key), None).await;
+    let keys = app.expect(200, "GET", &keys_path, Some(&app.admin), None).await;
+    assert_eq!(last_used_at(&keys, &tenant.key_id), Some(later_use), "{keys}");
 }

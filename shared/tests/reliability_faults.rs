@@ -567,6 +567,20 @@ async fn failed_delivery(env: &Env) -> (Tenant, String) {
 }
 
 #[tokio::test]
+async fn given_the_store_failing_to_record_a_keys_last_use_when_the_key_is_used_then_the_request_still_succeeds() {
+    // GIVEN a store that refuses the next last-use write
+    let env = Env::new(local_config());
+    let tenant = env.tenant("touch").await;
+    env.store.plan.fail("touch_api_key", Nth(1), unavailable());
+
+    // WHEN the key authenticates a request
+    let (status, body, _) = env.call("GET", "/v1/endpoints", Some(&tenant.key), None).await;
+
+    // THEN the request is answered as usual
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
 async fn given_the_store_failing_a_manual_retry_when_the_client_repeats_it_then_it_is_delivered_once() {
     let env = Env::new(local_config());
     let (tenant, failed) = failed_delivery(&env).await;

@@ -68,6 +68,10 @@ pub trait ApiKeyStore: Send + Sync {
     async fn list_api_keys(&self, app_id: &Id, page: &PageRequest) -> StoreResult<Page<ApiKey>>;
     /// `false` when it does not exist in this application.
     async fn revoke_api_key(&self, app_id: &Id, id: &Id, at: Timestamp) -> StoreResult<bool>;
+    /// Records that `key` authenticated a request at `at`: sets
+    /// `last_used_at` unless it is already `at` or later. A key that is
+    /// gone is left alone.
+    async fn touch_api_key(&self, key: &ApiKey, at: Timestamp) -> StoreResult<()>;
 }
 
 #[async_trait]

@@ -7,7 +7,33 @@ use serde::{Deserialize, Serialize};
 
 use super::{ServiceError, ServiceResult, Skyhook};
 use crate::crypto::{constant_time_eq, sha256_hex};
-use crate::domain::{ApiKey, Id, IdKind, Scope};
+use crate::domain::{ApiKey, Id, IdKind, Scope, Timestamp};
+
+/// How stale an API key's `last_used_at` may be.
+pub const KEY_USE_RESOLUTION: chrono::Duration = chrono::Duration::seconds(60);
+/// Keys remembered by [`KeyUse`] before the stale ones are dropped.
+const KEY_USE_MAX_ENTRIES: usize = 10_000;
+
+/// Which keys this process recorded a use of, and when: the stored key may
+/// be read from a cache (or by many concurrent requests) before the first
+/// write lands, and they should not all write.
+#[derive(Default)]
+pub(crate) struct KeyUse(std::sync::Mutex<std::collections::HashMap<Id, Timestamp>>);
+
+impl KeyUse {
+    /// `true` when the caller should record a use at `now`.
+    fn claim(&self, key: &Id, now: Timestamp) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if seen.get(key).is_some_and(|at| now - *at < KEY_USE_RESOLUTION) {
+            return false;
+        }
+        if seen.len() >= KEY_USE_MAX_ENTRIES {
+            seen.retain(|_, at| now - *at < KEY_USE_RESOLUTION);
+        }
+        seen.insert(key.clone(), now);
+        true
+    }
+}
 
 /// A credential as presented (`Authorization: Bearer …` or `x-api-key`).
 #[derive(Clone)]
@@ -143,12 +169,29 @@ impl Skyhook {
         if key.is_revoked() {
             return Err(unauthorized());
         }
+        self.note_key_used(&key).await;
         Ok(Principal::App(AppPrincipal {
             application_id: key.application_id,
             key_id: key.id,
             scopes: key.scopes,
             endpoint_ids: None,
         }))
+    }
+
+    /// Keeps `last_used_at` to within [`KEY_USE_RESOLUTION`]: at most one
+    /// write per key and interval from this process, none on most requests.
+    /// A failed write does not fail the request.
+    async fn note_key_used(&self, key: &ApiKey) {
+        let now = self.clock.now();
+        if key.last_used_at.is_some_and(|at| now - at < KEY_USE_RESOLUTION) {
+            return;
+        }
+        if !self.key_use.claim(&key.id, now) {
+            return;
+        }
+        if let Err(err) = self.store.touch_api_key(key, now).await {
+            tracing::warn!(error = %err, key_id = %key.id, "could not record the API key's last use");
+        }
     }
 
     async fn authenticate_access_token(&self, token: &str) -> ServiceResult<Principal> {

@@ -83,6 +83,7 @@ pub struct Skyhook {
     publish_hook: Option<PublishHook>,
     rate_limiter: rate_limit::RateLimiter,
     breakers: controls::LocalBreakers,
+    key_use: auth::KeyUse,
 }
 
 impl Skyhook {
@@ -111,6 +112,7 @@ impl Skyhook {
             publish_hook: None,
             rate_limiter: rate_limit::RateLimiter::default(),
             breakers: controls::LocalBreakers::default(),
+            key_use: auth::KeyUse::default(),
         }
     }
 

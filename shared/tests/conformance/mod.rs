@@ -56,6 +56,7 @@ macro_rules! store_conformance_tests {
             given_api_keys_when_looked_up_then_by_id_and_hash_they_round_trip,
             given_api_keys_of_two_applications_when_listed_then_each_sees_only_its_own_in_pages,
             given_an_api_key_when_revoked_then_only_its_application_can_revoke_it,
+            given_an_api_key_when_touched_then_last_used_at_moves_forward_only_on_both_lookups,
             given_an_event_type_when_created_twice_then_the_second_conflicts_but_another_app_may_use_the_name,
             given_event_types_when_listed_then_archived_ones_are_optional_and_pages_are_complete,
             given_an_event_type_when_updated_or_deleted_then_only_its_application_can,
@@ -542,6 +543,37 @@ pub async fn given_api_keys_when_looked_up_then_by_id_and_hash_they_round_trip(c
     let mut dup = api_key(&ctx, &a.id, "dup");
     dup.id = key_a.id.clone();
     assert_conflict(ctx.store.create_api_key(&dup).await);
+}
+
+pub async fn given_an_api_key_when_touched_then_last_used_at_moves_forward_only_on_both_lookups(ctx: Ctx) {
+    // GIVEN a key that was never used
+    let app = create_app(&ctx, "A").await;
+    let key = ApiKey { last_used_at: None, ..api_key(&ctx, &app.id, "ci") };
+    ctx.store.create_api_key(&key).await.unwrap();
+    assert_eq!(ctx.store.get_api_key(&key.id).await.unwrap().unwrap().last_used_at, None);
+
+    // WHEN it is touched at t1, then (late) at an earlier t0
+    let t1 = ctx.tick();
+    let t0 = t1 - Duration::seconds(30);
+    ctx.store.touch_api_key(&key, t1).await.unwrap();
+    ctx.store.touch_api_key(&key, t0).await.unwrap();
+
+    // THEN both lookups read t1, and the rest of the key is unchanged
+    let by_id = ctx.store.get_api_key(&key.id).await.unwrap().unwrap();
+    let by_hash = ctx.store.find_api_key_by_hash(&key.key_hash).await.unwrap().unwrap();
+    assert_eq!(by_id.last_used_at, Some(t1));
+    assert_eq!(by_hash.last_used_at, Some(t1));
+    assert_eq!(ApiKey { last_used_at: None, ..by_id }, key);
+
+    // AND a later touch moves it on
+    let t2 = t1 + Duration::seconds(61);
+    ctx.store.touch_api_key(&key, t2).await.unwrap();
+    assert_eq!(ctx.store.find_api_key_by_hash(&key.key_hash).await.unwrap().unwrap().last_used_at, Some(t2));
+    // AND touching a key that was never stored writes nothing
+    let ghost = api_key(&ctx, &app.id, "ghost");
+    ctx.store.touch_api_key(&ghost, t2).await.unwrap();
+    assert_eq!(ctx.store.get_api_key(&ghost.id).await.unwrap(), None);
+    assert_eq!(ctx.store.find_api_key_by_hash(&ghost.key_hash).await.unwrap(), None);
 }
 
 pub async fn given_api_keys_of_two_applications_when_listed_then_each_sees_only_its_own_in_pages(ctx: Ctx) {

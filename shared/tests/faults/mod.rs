@@ -386,6 +386,7 @@ pub const STORE_METHODS: &[&str] = &[
     "find_api_key_by_hash",
     "list_api_keys",
     "revoke_api_key",
+    "touch_api_key",
     "create_event_type",
     "get_event_type",
     "list_event_types",
@@ -474,6 +475,9 @@ impl<S: Store + ?Sized> ApiKeyStore for FaultyStore<S> {
     }
     async fn revoke_api_key(&self, app_id: &Id, id: &Id, at: Timestamp) -> StoreResult<bool> {
         self.plan.around("revoke_api_key", ids(&[app_id, id]), self.inner.revoke_api_key(app_id, id, at)).await
+    }
+    async fn touch_api_key(&self, key: &ApiKey, at: Timestamp) -> StoreResult<()> {
+        self.plan.around("touch_api_key", ids(&[&key.application_id, &key.id]), self.inner.touch_api_key(key, at)).await
     }
 }
 

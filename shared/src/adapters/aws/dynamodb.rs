@@ -127,6 +127,7 @@
 //! | manual retry | 2 + 2 + 2 (original, retry, event) + 2 (retry's index entries) |
 //! | delete a delivery | 2 + 2 (delivery, event, transactional) + 2 (its index entries) + 2 per attempt (item, index entry) |
 //! | create / revoke an API key | 2 + 2 (key and its hash copy, transactional) |
+//! | record an API key's last use (at most once a minute per key and process) | 1 + 1 (key and its hash copy, plain updates) |
 //! | put a control record (also when refused) | 1 |
 //! | add to counters (also when refused) | 1; 2 when an expired window restarts |
 //!
@@ -2223,6 +2224,31 @@ impl ApiKeyStore for DynamoStore {
             }
         }
         Err(StoreError::Unavailable("API key revocation kept conflicting".into()))
+    }
+
+    async fn touch_api_key(&self, key: &ApiKey, at: Timestamp) -> StoreResult<()> {
+        // Two plain updates, no transaction: the field is informational, and
+        // a crash between them leaves one copy a minute behind.
+        let at_value = num(nanos(at));
+        let newer = || {
+            Cond::And(vec![
+                Cond::Exists,
+                Cond::Or(vec![
+                    Cond::AbsentOr(attr::LAST_USED_AT, None),
+                    Cond::Lt(attr::LAST_USED_AT, at_value.clone()),
+                ]),
+            ])
+        };
+        let touch = || {
+            let mut u = Updates::default();
+            u.set(attr::LAST_USED_AT, at_value.clone());
+            u.finish()
+        };
+        let own_key = Cond::And(vec![newer(), Cond::Eq(attr::APP_ID, str_av(key.application_id.as_str()))]);
+        // A failed condition is a newer touch or a deleted key: nothing to do.
+        self.update_if(key_pk(key.id.as_str()), KEY_ITEM_SK.into(), touch(), own_key).await?;
+        self.update_if(hash_pk(&key.key_hash), HASH_ITEM_SK.into(), touch(), newer()).await?;
+        Ok(())
     }
 }
 

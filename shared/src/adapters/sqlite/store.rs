@@ -1382,6 +1382,22 @@ impl ApiKeyStore for SqliteStore {
         self.inner.cache.clear_api_keys();
         result
     }
+
+    async fn touch_api_key(&self, key: &ApiKey, at: Timestamp) -> StoreResult<()> {
+        let (app_id, id) = (key.application_id.clone(), key.id.clone());
+        let result = self
+            .write(move |tx, _| {
+                tx.prepare_cached(
+                    "UPDATE api_keys SET last_used_at = ?3 WHERE id = ?1 AND application_id = ?2 \
+                     AND (last_used_at IS NULL OR last_used_at < ?3)",
+                )?
+                .execute(params![id.as_str(), app_id.as_str(), ts(at)])?;
+                Ok(())
+            })
+            .await;
+        self.inner.cache.clear_api_keys();
+        result
+    }
 }
 
 #[async_trait]
