@@ -604,6 +604,8 @@ async fn given_the_store_failing_a_manual_retry_when_the_client_repeats_it_then_
     // The first call's message (sent before its rows, which were never
     // written) waits a while for them, then is dropped; nothing more is sent.
     assert_eq!(env.queue_counts().await, (0, 1), "the unwritten retry's message waits");
+    env.advance(Duration::from_millis(300));
+    assert_eq!(env.queue_counts().await, (1, 0), "a young unwritten delivery is looked at again soon");
     for _ in 0..15 {
         env.advance(Duration::from_secs(6));
         env.dispatch_visible(&dispatcher).await;

@@ -103,8 +103,12 @@ const EARLY_SLACK: chrono::Duration = chrono::Duration::milliseconds(500);
 /// kept: longer than any request that sends a message and then writes
 /// its rows (API Gateway gives up after 30 s).
 pub const UNWRITTEN_DELIVERY_GRACE: chrono::Duration = chrono::Duration::seconds(60);
-/// How soon such a message is looked at again.
-const UNWRITTEN_DELIVERY_RECHECK: Duration = Duration::from_secs(5);
+/// How soon such a message is looked at again: after as long as its id is
+/// old, within these bounds, so a retry received a moment before its rows
+/// commit goes out a moment later, and one that will never be written
+/// costs a dozen receives before it is dropped.
+const UNWRITTEN_DELIVERY_RECHECK_MIN: Duration = Duration::from_millis(250);
+const UNWRITTEN_DELIVERY_RECHECK_MAX: Duration = Duration::from_secs(5);
 
 impl Dispatcher {
     pub fn new(service: Arc<Skyhook>, sender: Arc<dyn WebhookSender>) -> Self {
@@ -264,9 +268,13 @@ impl Dispatcher {
             // a young one may not be written yet. Otherwise the delivery is
             // deleted, expired, or was never written (its write failed or
             // lost a race).
-            let young = task.delivery_id.created_at().is_some_and(|at| now - at < UNWRITTEN_DELIVERY_GRACE);
-            if task.written_after && young {
-                return Ok(self.defer(message, UNWRITTEN_DELIVERY_RECHECK).await);
+            let age = task.delivery_id.created_at().map(|at| now - at);
+            if task.written_after
+                && let Some(age) = age.filter(|age| *age < UNWRITTEN_DELIVERY_GRACE)
+            {
+                let wait = age.to_std().unwrap_or_default();
+                let wait = wait.clamp(UNWRITTEN_DELIVERY_RECHECK_MIN, UNWRITTEN_DELIVERY_RECHECK_MAX);
+                return Ok(self.defer(message, wait).await);
             }
             return Ok(MessageOutcome::Done);
         };
