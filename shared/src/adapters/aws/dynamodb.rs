@@ -571,46 +571,12 @@ impl DynamoStore {
 
     /// Puts `item` if no item has its key. `Ok(false)` when one has.
     async fn put_new(&self, item: Item) -> StoreResult<bool> {
-        let mut x = Expr::default();
-        let cond = format!("attribute_not_exists({})", x.n(PK));
-        let result = self
-            .client
-            .put_item()
-            .table_name(&*self.table)
-            .set_item(Some(item))
-            .condition_expression(cond)
-            .set_expression_attribute_names(x.names())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => match sdk_err("PutItem", e) {
-                StoreError::Conflict(_) => Ok(false),
-                other => Err(other),
-            },
-        }
+        self.put_if(item, Cond::NotExists).await
     }
 
     /// Replaces an existing item. `Ok(false)` when there is none.
     async fn put_existing(&self, item: Item) -> StoreResult<bool> {
-        let mut x = Expr::default();
-        let cond = format!("attribute_exists({})", x.n(PK));
-        let result = self
-            .client
-            .put_item()
-            .table_name(&*self.table)
-            .set_item(Some(item))
-            .condition_expression(cond)
-            .set_expression_attribute_names(x.names())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => match sdk_err("PutItem", e) {
-                StoreError::Conflict(_) => Ok(false),
-                other => Err(other),
-            },
-        }
+        self.put_if(item, Cond::Exists).await
     }
 
     /// Puts `item` if `condition` holds. `Ok(false)` when it does not.
