@@ -24,6 +24,7 @@ use sha2::Sha256;
 use skyhook::adapters::aws::dynamodb::DynamoStore;
 use skyhook::adapters::local_secrets::SecretDocument;
 
+/// The Standard Webhooks specification\'s published example secret (a public test vector).
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const API_EVENT: &str = include_str!("../../events/events-publish.json");
 
