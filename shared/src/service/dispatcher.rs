@@ -426,11 +426,10 @@ impl Dispatcher {
         let overlap = endpoint.previous_secret_expires_at.is_some_and(|until| until > now);
         let mut keys = Vec::with_capacity(2);
         if endpoint.controls.signs_with(SignatureScheme::HmacSha256) {
-            let current = secret_box.open(&endpoint.secret_encrypted).map_err(|e| e.to_string())?;
-            keys.push(decode_secret(&current).map_err(|e| e.to_string())?);
-            if let Some(previous) = endpoint.previous_secret_encrypted.as_ref().filter(|_| overlap) {
-                let previous = secret_box.open(previous).map_err(|e| e.to_string())?;
-                keys.push(decode_secret(&previous).map_err(|e| e.to_string())?);
+            let previous = endpoint.previous_secret_encrypted.as_ref().filter(|_| overlap);
+            for sealed in std::iter::once(&endpoint.secret_encrypted).chain(previous) {
+                let secret = secret_box.open(sealed).map_err(|e| e.to_string())?;
+                keys.push(decode_secret(&secret).map_err(|e| e.to_string())?);
             }
         }
         let mut ed25519_keys = Vec::with_capacity(2);
