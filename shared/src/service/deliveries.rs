@@ -154,7 +154,7 @@ impl Skyhook {
         // [`super::dispatcher::UNWRITTEN_DELIVERY_GRACE`]. Written the other way round, a repeat
         // could not tell a retry whose send failed from one being sent
         // right now, and re-sending it would POST it twice.
-        let ordered = self.ordered_endpoints(std::slice::from_ref(&retry)).await?;
+        let ordered = endpoint.controls.ordered.then(|| endpoint.id.clone()).into_iter().collect();
         self.enqueue_before_writing(std::slice::from_ref(&retry), &ordered).await?;
         match self.store.insert_retry(original, &retry).await {
             Err(StoreError::Conflict(_)) => return Err(ServiceError::Conflict("delivery was already retried".into())),

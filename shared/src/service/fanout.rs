@@ -287,21 +287,6 @@ impl Skyhook {
         self.queue.send_batch(messages).await?;
         Ok(())
     }
-
-    /// Which of these deliveries' endpoints are ordered (for [`Skyhook::enqueue`]).
-    pub(crate) async fn ordered_endpoints(&self, deliveries: &[Delivery]) -> ServiceResult<HashSet<Id>> {
-        let mut ordered = HashSet::new();
-        let mut seen = HashSet::new();
-        for delivery in deliveries {
-            if seen.insert(delivery.endpoint_id.clone())
-                && let Some(endpoint) = self.store.get_endpoint(&delivery.application_id, &delivery.endpoint_id).await?
-                && endpoint.controls.ordered
-            {
-                ordered.insert(endpoint.id);
-            }
-        }
-        Ok(ordered)
-    }
 }
 
 /// A fan-out's deliveries, written and not yet queued.
