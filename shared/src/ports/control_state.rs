@@ -53,6 +53,10 @@ pub trait ControlStateStore: Send + Sync {
         page: &PageRequest,
     ) -> StoreResult<Page<StateRecord>>;
 
+    /// The pair of counters under (application, key); `[0, 0]` when there
+    /// is none or it has expired. Reads only.
+    async fn get_counters(&self, app_id: &Id, key: &str) -> StoreResult<[u64; 2]>;
+
     /// Atomically adds `deltas` to the pair of counters under (application,
     /// key), creating them at zero; returns the new values. With `limit`,
     /// refuses (returns `None`, changes nothing) when the first counter would

@@ -222,13 +222,7 @@ impl Skyhook {
         let now = self.clock.now();
         let (index, window_start) = window_of(&settings, now);
         let (record, _) = self.read_circuit(endpoint).await?;
-        // Reading the window's counters through an add of zero keeps the port small.
-        let expires = window_start + chrono::Duration::seconds(2 * i64::from(settings.window_secs));
-        let counts = self
-            .store
-            .add_to_counters(&endpoint.application_id, &window_key(endpoint, index), [0, 0], None, expires)
-            .await?
-            .unwrap_or([0, 0]);
+        let counts = self.store.get_counters(&endpoint.application_id, &window_key(endpoint, index)).await?;
         Ok(CircuitStatus {
             enabled: settings.enabled,
             state: record.state,

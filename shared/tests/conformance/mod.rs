@@ -1818,6 +1818,11 @@ pub async fn given_counters_when_added_to_then_they_accumulate_and_a_limit_refus
     assert_eq!(ctx.store.add_to_counters(&b.id, &key, [1, 1], Some(4), expires).await.unwrap(), Some([1, 1]));
     assert_eq!(ctx.store.add_to_counters(&a.id, &key, [0, 0], None, expires).await.unwrap(), Some([4, 16]));
     assert_eq!(ctx.store.add_to_counters(&b.id, &key, [0, 0], None, expires).await.unwrap(), Some([1, 1]));
+
+    // AND a plain read sees the same pairs, and [0, 0] for none
+    assert_eq!(ctx.store.get_counters(&a.id, &key).await.unwrap(), [4, 16]);
+    assert_eq!(ctx.store.get_counters(&b.id, &key).await.unwrap(), [1, 1]);
+    assert_eq!(ctx.store.get_counters(&a.id, &format!("{key}/never")).await.unwrap(), [0, 0]);
 }
 
 pub async fn given_counters_when_they_expire_then_they_restart_from_zero_with_the_new_expiry(ctx: Ctx) {
@@ -1833,9 +1838,11 @@ pub async fn given_counters_when_they_expire_then_they_restart_from_zero_with_th
     // WHEN one nanosecond before the expiry THEN the pair still counts
     ctx.clock.set(expires - Duration::nanoseconds(1));
     assert_eq!(ctx.store.add_to_counters(&a.id, &key, [1, 0], Some(4), much_later).await.unwrap(), None);
+    assert_eq!(ctx.store.get_counters(&a.id, &key).await.unwrap(), [4, 3]);
 
     // WHEN the expiry has passed THEN it restarts from zero (the limit applies to the new window)
     ctx.clock.advance(Duration::seconds(1));
+    assert_eq!(ctx.store.get_counters(&a.id, &key).await.unwrap(), [0, 0]);
     let next_window = ctx.now() + Duration::minutes(1);
     assert_eq!(ctx.store.add_to_counters(&a.id, &key, [1, 0], Some(4), next_window).await.unwrap(), Some([1, 0]));
     // AND accumulates from there

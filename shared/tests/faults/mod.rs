@@ -415,6 +415,7 @@ pub const STORE_METHODS: &[&str] = &[
     "get_record",
     "put_record",
     "list_records",
+    "get_counters",
     "add_to_counters",
     "ping",
 ];
@@ -641,6 +642,9 @@ impl<S: Store + ?Sized> ControlStateStore for FaultyStore<S> {
     ) -> StoreResult<Page<StateRecord>> {
         let detail = format!("{kind} {key_prefix}");
         self.plan.around("list_records", detail, self.inner.list_records(app_id, kind, key_prefix, page)).await
+    }
+    async fn get_counters(&self, app_id: &Id, key: &str) -> StoreResult<[u64; 2]> {
+        self.plan.around("get_counters", key.to_string(), self.inner.get_counters(app_id, key)).await
     }
     async fn add_to_counters(
         &self,

@@ -131,8 +131,8 @@
 //! | put a control record (also when refused) | 1 |
 //! | add to counters (also when refused) | 1; 2 when an expired window restarts |
 //!
-//! Reads: `get_record` is one strongly consistent `GetItem` (1 read unit up
-//! to 4 KB); `list_records` one strongly consistent `Query` page (1 read
+//! Reads: `get_record` and `get_counters` are one strongly consistent
+//! `GetItem` each (1 read unit up to 4 KB); `list_records` one strongly consistent `Query` page (1 read
 //! unit per 4 KB of records read, expired ones included).
 //!
 //! A delivery on the happy path (fan-out 1, first attempt succeeds, event
@@ -2890,6 +2890,15 @@ impl ControlStateStore for DynamoStore {
             r.kind == kind && r.key.starts_with(&key_prefix) && visible(r.expires_at, now)
         })
         .await
+    }
+
+    async fn get_counters(&self, app_id: &Id, key: &str) -> StoreResult<[u64; 2]> {
+        let now = self.now();
+        let pk = counter_pk(app_id.as_str(), shard_of(key));
+        match self.get(pk, counter_sk(key)).await? {
+            Some(item) if entry_visible(&item, now)? => counters_from(&item),
+            _ => Ok([0, 0]),
+        }
     }
 
     async fn add_to_counters(

@@ -2203,6 +2203,20 @@ impl ControlStateStore for SqliteStore {
         .await
     }
 
+    async fn get_counters(&self, app_id: &Id, key: &str) -> StoreResult<[u64; 2]> {
+        let (app_id, key) = (app_id.clone(), key.to_string());
+        self.read(move |conn, now| {
+            let stored = conn
+                .prepare_cached(
+                    "SELECT c0, c1 FROM control_counters WHERE application_id = ?1 AND key = ?2 AND expires_at > ?3",
+                )?
+                .query_row(params![app_id.as_str(), key, now], |row| Ok([get_u64(row, 0)?, get_u64(row, 1)?]))
+                .optional()?;
+            Ok(stored.unwrap_or([0, 0]))
+        })
+        .await
+    }
+
     async fn add_to_counters(
         &self,
         app_id: &Id,
