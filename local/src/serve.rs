@@ -47,12 +47,29 @@ pub struct ServeArgs {
     /// its worker died (must exceed the 30 s maximum endpoint timeout).
     #[arg(long, env = "SKYHOOK_VISIBILITY_TIMEOUT", default_value_t = 60)]
     pub visibility_timeout: u64,
-    /// Deliveries sent at the same time.
-    #[arg(long, env = "SKYHOOK_CONCURRENCY", default_value_t = 256)]
+    /// Deliveries in flight at the same time (each holds ~40 KiB while in
+    /// flight, connection included).
+    #[arg(long, env = "SKYHOOK_CONCURRENCY", default_value_t = 128)]
     pub concurrency: usize,
+    /// Threads running the API, fan-out and dispatcher (default: one per
+    /// core; the store's reader and writer threads come on top).
+    #[arg(long, env = "SKYHOOK_WORKERS")]
+    pub workers: Option<usize>,
     /// Log format: `json` or `text`.
     #[arg(long, env = "SKYHOOK_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+impl ServeArgs {
+    /// One per core by default. Fewer saves memory: each async worker has a
+    /// malloc arena that peaks on its own, and on two cores one worker
+    /// instead of two took ~8 MiB off peak RSS, but cost 10-30 % of the
+    /// throughput, as the one worker then serves the API and the dispatcher
+    /// alone (docs/PERFORMANCE.md).
+    pub fn worker_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        self.workers.unwrap_or(cores).max(1)
+    }
 }
 
 fn init_logging(format: &str) {

@@ -40,6 +40,11 @@ use crate::ssrf::{AddressPolicy, BlockedReason, HostResolver, SystemResolver, ch
 
 /// How long an idle pooled connection is kept for the next delivery.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle keep-alive connections kept per host. A burst can open one
+/// connection per delivery in flight, and each idle one holds ~25 KiB of
+/// buffers and channel state; beyond this many, a returned connection is
+/// closed instead of kept.
+const POOL_MAX_IDLE_PER_HOST: usize = 64;
 /// Longest failure message (characters).
 const MAX_MESSAGE_CHARS: usize = 300;
 
@@ -113,6 +118,7 @@ fn build_client(
         .no_proxy()
         .referer(false)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
         .tcp_nodelay(true)
         .dns_resolver(Arc::new(PolicyResolver { resolver, policy }))
         .build()
