@@ -127,8 +127,11 @@ async fn given_deliveries_in_flight_when_the_server_is_killed_then_after_restart
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_running_server_when_it_gets_sigterm_then_it_exits_cleanly_and_loses_nothing() {
-    // GIVEN a server with events queued for a slow receiver
-    let mut server = Server::start(temp_dir("term"), free_port(), &[("SKYHOOK_CONCURRENCY", "10")]);
+    // GIVEN a server on a single async worker (`SKYHOOK_WORKERS=1`, the
+    // low-memory setting: API, fan-out and dispatcher share one thread),
+    // with events queued for a slow receiver
+    let mut server =
+        Server::start(temp_dir("term"), free_port(), &[("SKYHOOK_CONCURRENCY", "10"), ("SKYHOOK_WORKERS", "1")]);
     let receiver = Receiver::start(&[]).await;
     receiver.set_delay(Duration::from_millis(200));
     let (api, _) = Api::tenant(&server.base, &receiver.url()).await;
