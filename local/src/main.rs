@@ -59,8 +59,10 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Serve(args) = &cli.command {
-        builder.worker_threads(args.worker_threads());
+    if let Command::Serve(args) = &cli.command
+        && let Some(workers) = args.worker_threads()
+    {
+        builder.worker_threads(workers);
     }
     let runtime = builder.enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async move {

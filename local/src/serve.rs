@@ -61,14 +61,14 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// One per core by default. Fewer saves memory: each async worker has a
+    /// The explicit worker count, if any; without one, tokio's default (one
+    /// per core) applies. Fewer saves memory: each async worker has a
     /// malloc arena that peaks on its own, and on two cores one worker
     /// instead of two took ~8 MiB off peak RSS, but cost 10-30 % of the
     /// throughput, as the one worker then serves the API and the dispatcher
     /// alone (docs/PERFORMANCE.md).
-    pub fn worker_threads(&self) -> usize {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        self.workers.unwrap_or(cores).max(1)
+    pub fn worker_threads(&self) -> Option<usize> {
+        self.workers.map(|n| n.max(1))
     }
 }
 
