@@ -1,6 +1,7 @@
 //! A moto server for tests of the AWS adapters. The test command starts one
 //! and exports `SKYHOOK_TEST_MOTO_URL`; run alone, a test binary starts its
-//! own (`moto_server` from `.venv/bin` or PATH) on a free port.
+//! own on a free port (`scripts/moto_server.py` with the `.venv` Python, or
+//! `moto_server` from PATH).
 
 #![allow(dead_code)]
 
@@ -37,9 +38,21 @@ fn healthy(endpoint: &str) -> bool {
     stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200")
 }
 
-fn moto_binary() -> String {
-    let workspace_venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/moto_server");
-    if std::path::Path::new(workspace_venv).exists() { workspace_venv.to_string() } else { "moto_server".to_string() }
+/// The command that starts moto: the workspace's `scripts/moto_server.py`
+/// (moto with DynamoDB transactions isolated from each other, as on AWS)
+/// with the `.venv` Python when the test command has installed moto there,
+/// else a plain `moto_server` from PATH.
+fn moto_command() -> Command {
+    let venv_moto = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/moto_server");
+    let venv_python = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/moto_server.py");
+    if std::path::Path::new(venv_moto).exists() {
+        let mut command = Command::new(venv_python);
+        command.arg(script);
+        command
+    } else {
+        Command::new("moto_server")
+    }
 }
 
 fn start() -> Moto {
@@ -48,7 +61,7 @@ fn start() -> Moto {
         return Moto { endpoint: url, _child: None };
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(moto_binary())
+    let child = moto_command()
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
