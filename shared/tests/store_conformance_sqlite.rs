@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::Duration;
+use rusqlite::OptionalExtension;
 use skyhook::adapters::sqlite::SqliteStore;
 use skyhook::domain::{ApiKey, DeliveryStatus, EventStatus, ResponseStatus};
 use skyhook::ports::{Clock, EventFilter, InsertEvent, ManualClock, PageRequest, Store, StoreError};
@@ -218,11 +219,45 @@ async fn given_a_store_file_then_it_is_in_wal_mode_with_a_schema_version() {
     let conn = rusqlite::Connection::open(&db.0).unwrap();
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
-    assert_eq!((mode.as_str(), version), ("wal", 1));
+    assert_eq!((mode.as_str(), version), ("wal", 2));
     drop(conn);
     drop(store);
     // AND reopening an existing file works
     SqliteStore::open(&db.0, clock).unwrap().ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn given_a_version_1_database_when_opened_then_it_loses_the_attempts_by_app_index_and_keeps_its_attempts() {
+    // GIVEN a database as version 1 wrote it: an attempt, and the index every attempt paid for
+    let db = TempDb::new("schema-v1");
+    let clock = Arc::new(ManualClock::new(conformance::start_time()));
+    let ctx = ctx_for(SqliteStore::open(&db.0, clock.clone()).unwrap(), clock.clone());
+    let app = conformance::create_app(&ctx, "A").await;
+    let ep = conformance::create_endpoint(&ctx, &app.id, &[]).await;
+    let (_, mut deliveries) = conformance::fanned_out_event(&ctx, &app.id, "invoice.paid", &[&ep]).await;
+    let mut delivery = deliveries.remove(0);
+    conformance::record(&ctx, &mut delivery, ResponseStatus::Http(500), 10, DeliveryStatus::Retrying).await;
+    drop(ctx);
+    let conn = rusqlite::Connection::open(&db.0).unwrap();
+    conn.execute_batch("CREATE INDEX attempts_by_app ON attempts (application_id); PRAGMA user_version = 1;").unwrap();
+    drop(conn);
+
+    // WHEN the current build opens it
+    let ctx = ctx_for(SqliteStore::open(&db.0, clock.clone()).unwrap(), clock.clone());
+
+    // THEN it is at version 2 without the index
+    let conn = rusqlite::Connection::open(&db.0).unwrap();
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
+    let index: Option<String> = conn
+        .query_row("SELECT name FROM sqlite_master WHERE name = 'attempts_by_app'", [], |row| row.get(0))
+        .optional()
+        .unwrap();
+    assert_eq!((version, index), (2, None));
+    // AND the attempt is still there, and goes with its application
+    assert_eq!(ctx.store.list_attempts(&app.id, &delivery.id).await.unwrap().len(), 1);
+    assert!(ctx.store.delete_application(&app.id).await.unwrap());
+    let left: i64 = conn.query_row("SELECT COUNT(*) FROM attempts", [], |row| row.get(0)).unwrap();
+    assert_eq!(left, 0);
 }
 
 #[tokio::test]
