@@ -15,6 +15,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::interceptors::{BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef};
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents, SharedInterceptor};
 use aws_sdk_dynamodb::error::BoxError;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Duration;
 use skyhook::adapters::aws::dynamodb::{
@@ -543,6 +544,77 @@ async fn given_the_key_design_then_events_spread_and_stream_keys_name_the_event(
     assert!(shard < LIST_SHARDS);
     // AND the listing index is named as the template declares it
     assert_eq!(INDEX_BY_APP, "byApp");
+}
+
+/// An item's size as DynamoDB bills it: attribute names plus values
+/// (strings and binaries by length, numbers by significant digits).
+fn billed_size(item: &Item) -> usize {
+    fn value_size(v: &AttributeValue) -> usize {
+        match v {
+            AttributeValue::S(s) => s.len(),
+            AttributeValue::N(n) => n.trim_start_matches('-').len().div_ceil(2) + 1,
+            AttributeValue::B(b) => b.as_ref().len(),
+            AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+            AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
+            AttributeValue::M(m) => 3 + m.iter().map(|(k, v)| 1 + k.len() + value_size(v)).sum::<usize>(),
+            other => panic!("unexpected attribute {other:?}"),
+        }
+    }
+    item.iter().map(|(name, value)| name.len() + value_size(value)).sum()
+}
+
+#[tokio::test]
+async fn given_an_event_with_a_kilobyte_payload_then_its_item_is_billed_as_one_kilobyte_and_reads_back() {
+    let (ctx, _, client, table) = ctx().await;
+    let a = conformance::create_app(&ctx, "A").await;
+    // GIVEN a 1.2 KB JSON payload, like the cost benchmark's
+    let mut ev = conformance::event(&ctx, &a.id, "invoice.paid");
+    let lines: Vec<_> = (0..24)
+        .map(|i| serde_json::json!({"sku": format!("sku-{i:04}"), "quantity": i % 5 + 1, "unitPrice": 1250 + 10 * i}))
+        .collect();
+    ev.payload = serde_json::json!({"invoice": "in_1NB2", "customer": "cus_9s6XKzkNRiz8i3", "lines": lines});
+    let text_len = serde_json::to_string(&ev.payload).unwrap().len();
+    assert!(text_len > 1_200, "payload is {text_len} bytes");
+
+    // WHEN it is published
+    let window_start = ctx.now() - Duration::hours(24);
+    assert_eq!(ctx.store.insert_event(&ev, window_start).await.unwrap(), InsertEvent::Created);
+
+    // THEN its item holds the payload deflated, and is under 1 KB (one write unit, for every later update too)
+    let items = scan_all(&client, &table).await;
+    let item = items.iter().find(|i| s(i, PK) == format!("EVT#{}", ev.id)).expect("event item");
+    assert!(matches!(item.get("payloadDeflated"), Some(AttributeValue::B(_))));
+    assert!(!item.contains_key("payload"));
+    assert!(billed_size(item) < 1_024, "event item is {} bytes", billed_size(item));
+    // AND every read gives the payload back as published
+    assert_eq!(ctx.store.get_event(&a.id, &ev.id).await.unwrap().map(|e| e.payload), Some(ev.payload.clone()));
+    let listed = ctx.store.list_events(&a.id, &EventFilter::default(), &PageRequest::first(10)).await.unwrap();
+    assert_eq!(listed.items.iter().map(|e| &e.payload).collect::<Vec<_>>(), vec![&ev.payload]);
+
+    // AND an event an earlier build stored as JSON text still reads
+    client
+        .update_item()
+        .table_name(&table)
+        .key(PK, AttributeValue::S(format!("EVT#{}", ev.id)))
+        .key(SK, AttributeValue::S(format!("EVT#{}", a.id)))
+        .update_expression("SET payload = :p REMOVE payloadDeflated")
+        .expression_attribute_values(":p", AttributeValue::S(serde_json::to_string(&ev.payload).unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ctx.store.get_event(&a.id, &ev.id).await.unwrap().map(|e| e.payload), Some(ev.payload.clone()));
+    // AND a deflated payload that does not inflate is corrupt, not a panic
+    client
+        .update_item()
+        .table_name(&table)
+        .key(PK, AttributeValue::S(format!("EVT#{}", ev.id)))
+        .key(SK, AttributeValue::S(format!("EVT#{}", a.id)))
+        .update_expression("SET payloadDeflated = :z REMOVE payload")
+        .expression_attribute_values(":z", AttributeValue::B(Blob::new(b"not deflate at all".to_vec())))
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(ctx.store.get_event(&a.id, &ev.id).await, Err(StoreError::Corrupt(_))));
 }
 
 #[tokio::test]
