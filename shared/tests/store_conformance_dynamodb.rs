@@ -21,7 +21,7 @@ use chrono::Duration;
 use skyhook::adapters::aws::dynamodb::{
     self, APP_PK, DynamoStore, EP_PK, INDEX_BY_APP, LIST_SHARDS, PK, SK, TTL_ATTRIBUTE,
 };
-use skyhook::domain::{Delivery, DeliveryAttempt, DeliveryStatus, EventStatus, Id, IdKind, ResponseStatus};
+use skyhook::domain::{Delivery, DeliveryAttempt, DeliveryStatus, Event, EventStatus, Id, IdKind, ResponseStatus};
 use skyhook::ports::{
     AttemptRecord, DeliveryFilter, EventFilter, InsertEvent, ManualClock, PageRequest, Store, StoreError,
 };
@@ -563,6 +563,20 @@ fn billed_size(item: &Item) -> usize {
     item.iter().map(|(name, value)| name.len() + value_size(value)).sum()
 }
 
+/// Rewrites an event's item behind the store's back (`:v` is `value`).
+async fn update_event_item(client: &Client, table: &str, ev: &Event, expression: &str, value: AttributeValue) {
+    client
+        .update_item()
+        .table_name(table)
+        .key(PK, AttributeValue::S(format!("EVT#{}", ev.id)))
+        .key(SK, AttributeValue::S(format!("EVT#{}", ev.application_id)))
+        .update_expression(expression)
+        .expression_attribute_values(":v", value)
+        .send()
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn given_an_event_with_a_kilobyte_payload_then_its_item_is_billed_as_one_kilobyte_and_reads_back() {
     let (ctx, _, client, table) = ctx().await;
@@ -592,28 +606,12 @@ async fn given_an_event_with_a_kilobyte_payload_then_its_item_is_billed_as_one_k
     assert_eq!(listed.items.iter().map(|e| &e.payload).collect::<Vec<_>>(), vec![&ev.payload]);
 
     // AND an event an earlier build stored as JSON text still reads
-    client
-        .update_item()
-        .table_name(&table)
-        .key(PK, AttributeValue::S(format!("EVT#{}", ev.id)))
-        .key(SK, AttributeValue::S(format!("EVT#{}", a.id)))
-        .update_expression("SET payload = :p REMOVE payloadDeflated")
-        .expression_attribute_values(":p", AttributeValue::S(serde_json::to_string(&ev.payload).unwrap()))
-        .send()
-        .await
-        .unwrap();
+    let text = AttributeValue::S(serde_json::to_string(&ev.payload).unwrap());
+    update_event_item(&client, &table, &ev, "SET payload = :v REMOVE payloadDeflated", text).await;
     assert_eq!(ctx.store.get_event(&a.id, &ev.id).await.unwrap().map(|e| e.payload), Some(ev.payload.clone()));
     // AND a deflated payload that does not inflate is corrupt, not a panic
-    client
-        .update_item()
-        .table_name(&table)
-        .key(PK, AttributeValue::S(format!("EVT#{}", ev.id)))
-        .key(SK, AttributeValue::S(format!("EVT#{}", a.id)))
-        .update_expression("SET payloadDeflated = :z REMOVE payload")
-        .expression_attribute_values(":z", AttributeValue::B(Blob::new(b"not deflate at all".to_vec())))
-        .send()
-        .await
-        .unwrap();
+    let garbage = AttributeValue::B(Blob::new(b"not deflate at all".to_vec()));
+    update_event_item(&client, &table, &ev, "SET payloadDeflated = :v REMOVE payload", garbage).await;
     assert!(matches!(ctx.store.get_event(&a.id, &ev.id).await, Err(StoreError::Corrupt(_))));
 }
 
