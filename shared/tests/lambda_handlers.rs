@@ -4,6 +4,7 @@
 //! SQS queues, Secrets Manager) — publish → stream fan-out → dispatcher → a
 //! signed POST to a local receiver — plus ingest and its DLQ path.
 
+mod faults;
 mod moto;
 
 use std::collections::HashMap;
@@ -31,7 +32,7 @@ use skyhook::lambda::{
     build_service_with, classify_stream_record, from_api_response, handle_deliveries, handle_http, handle_ingest,
     handle_stream, ingest_one, to_api_request, to_received_messages,
 };
-use skyhook::ports::{Clock, Queue, ReceivedMessage, SystemClock};
+use skyhook::ports::{Clock, EventStore, Queue, ReceivedMessage, StoreError, SystemClock};
 use skyhook::sender::HttpSender;
 use skyhook::service::{Dispatcher, ServiceConfig, Skyhook};
 use skyhook::ssrf::AddressPolicy;
@@ -334,6 +335,92 @@ async fn given_the_stream_fixture_when_the_event_is_gone_then_nothing_fails() {
     raw["Records"][0]["dynamodb"].as_object_mut().unwrap().remove("SequenceNumber");
     let event: StreamEvent = serde_json::from_value(raw).unwrap();
     assert!(handle_stream(&local.service, lambda_event(event)).await.is_err(), "cannot be reported alone");
+}
+
+/// A stream batch with one INSERT record per `(application id, event id)`,
+/// in order, in the fixture's shape; sequence numbers `1001`, `1002`, ….
+fn stream_of(events: &[(String, String)]) -> StreamEvent {
+    let raw: Value = serde_json::from_str(FANOUT_STREAM).unwrap();
+    let template = raw["Records"][0].clone();
+    let records: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (app_id, event_id))| {
+            let mut record = template.clone();
+            record["eventID"] = json!(format!("record-{i}"));
+            record["dynamodb"]["Keys"]["pk"]["S"] = json!(format!("EVT#{event_id}"));
+            record["dynamodb"]["Keys"]["sk"]["S"] = json!(format!("EVT#{app_id}"));
+            record["dynamodb"]["SequenceNumber"] = json!(format!("{}", 1001 + i));
+            record
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).unwrap()
+}
+
+/// A tenant with one endpoint and `n` published events, not fanned out yet.
+async fn tenant_with_events(env: &faults::Env, n: usize) -> Vec<(String, String)> {
+    let tenant = env.tenant("stream").await;
+    env.endpoint(&tenant, json!({ "url": "http://127.0.0.1:9/hooks" })).await;
+    let mut events = Vec::new();
+    for i in 0..n {
+        let (status, published, _) = env.publish(&tenant, json!({ "n": i })).await;
+        assert_eq!(status, 202, "{published}");
+        events.push((tenant.app_id.clone(), published["id"].as_str().unwrap().to_string()));
+    }
+    events
+}
+
+async fn fanned_out(env: &faults::Env, (app_id, event_id): &(String, String)) -> bool {
+    let (app, id) = (Id::from_stored(app_id.as_str()), Id::from_stored(event_id.as_str()));
+    env.sqlite_store.get_event(&app, &id).await.unwrap().expect("the event").fanned_out
+}
+
+#[tokio::test]
+async fn given_a_stream_batch_of_three_events_then_their_messages_go_out_in_one_send() {
+    // GIVEN three events at fan-out 1 in one stream batch
+    let env = faults::Env::new(faults::local_config());
+    let events = tenant_with_events(&env, 3).await;
+
+    // WHEN the fan-out function handles the batch
+    let response = handle_stream(&env.service, lambda_event(stream_of(&events))).await.unwrap();
+
+    // THEN nothing is reported, and the three messages went out in one send
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(env.queue.plan.calls("send_batch"), 1);
+    assert_eq!(env.receive_all().await.len(), 3);
+    for event in &events {
+        assert!(fanned_out(&env, event).await);
+    }
+}
+
+#[tokio::test]
+async fn given_the_second_event_of_a_stream_batch_failing_then_the_first_completes_and_the_retry_delivers_the_rest() {
+    // GIVEN three events in one stream batch, and the store failing the second one's deliveries
+    let env = faults::Env::new(faults::local_config());
+    let events = tenant_with_events(&env, 3).await;
+    env.store.plan.fail("insert_deliveries", faults::When::Nth(2), StoreError::Unavailable("injected".into()));
+
+    // WHEN the batch is handled
+    let response = handle_stream(&env.service, lambda_event(stream_of(&events))).await.unwrap();
+
+    // THEN the second record is reported, so the stream retries from it
+    let reported: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    assert_eq!(reported, [Some("1002".to_string())]);
+    // AND the first event is complete: its message is queued and it is marked
+    assert_eq!(env.receive_all().await.len(), 1);
+    assert!(fanned_out(&env, &events[0]).await);
+    assert!(!fanned_out(&env, &events[1]).await);
+    assert!(!fanned_out(&env, &events[2]).await);
+
+    // WHEN the stream retries from the reported record
+    let response = handle_stream(&env.service, lambda_event(stream_of(&events[1..]))).await.unwrap();
+
+    // THEN the other two complete, and every event has its one message
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(env.receive_all().await.len(), 2);
+    for event in &events {
+        assert!(fanned_out(&env, event).await);
+    }
 }
 
 // ---------------------------------------------------------------- the AWS pipeline on moto

@@ -1,8 +1,8 @@
 //! The fan-out function: the table's DynamoDB stream → deliveries.
 //!
-//! For each INSERT of an event item it reads the event and calls
-//! [`Skyhook::fan_out`] (idempotent: derived delivery ids, the event marked
-//! fanned out last). The first record that fails is reported by sequence
+//! It reads the event of each INSERT of an event item and hands them all to
+//! [`Skyhook::fan_out_in_order`] (idempotent: derived delivery ids, the
+//! events marked fanned out last; the batch's queue messages sent together). The first record that fails is reported by sequence
 //! number (`ReportBatchItemFailures`); Lambda checkpoints before it and
 //! retries from there (bisecting with `BisectBatchOnFunctionError`) until it
 //! succeeds, so an acknowledged event cannot be lost between DynamoDB and SQS.
@@ -65,6 +65,10 @@ pub async fn handle_stream(service: &Skyhook, event: LambdaEvent<Event>) -> Resu
 
 async fn fan_out_records(service: &Skyhook, records: &[EventRecord]) -> Result<DynamoDbEventResponse, Error> {
     let mut response = DynamoDbEventResponse::default();
+    // The batch's events, read in order until a read fails (that record and
+    // everything after it are retried).
+    let (mut sequence_numbers, mut events) = (Vec::new(), Vec::new());
+    let mut unread = None;
     for record in records {
         let StreamRecordAction::FanOut { application_id, event_id } = classify_stream_record(record) else {
             continue;
@@ -73,23 +77,40 @@ async fn fan_out_records(service: &Skyhook, records: &[EventRecord]) -> Result<D
             // Cannot be reported alone: fail the whole batch so it is retried.
             return Err(Error::from(format!("stream record {} has no SequenceNumber", record.event_id)));
         };
-        let result = match service.store().get_event(&application_id, &event_id).await {
-            Ok(Some(stored)) => service.fan_out(&stored).await.map(Some).map_err(|e| e.to_string()),
-            Ok(None) => Ok(None),
-            Err(err) => Err(err.to_string()),
-        };
-        match result {
-            Ok(Some(deliveries)) => tracing::info!(%event_id, %application_id, deliveries, "event fanned out"),
+        match service.store().get_event(&application_id, &event_id).await {
+            Ok(Some(stored)) => {
+                sequence_numbers.push(sequence_number);
+                events.push(stored);
+            }
             Ok(None) => {
                 tracing::warn!(%event_id, %application_id, "event no longer exists (expired or deleted); nothing to fan out")
             }
             Err(error) => {
-                tracing::error!(%event_id, %application_id, sequence_number, %error, "fan-out failed; the stream will retry from this record");
-                // Everything after it is retried too, so stop here.
-                response.batch_item_failures.push(failure(sequence_number));
+                tracing::error!(%event_id, %application_id, sequence_number, %error, "reading the event failed; the stream will retry from this record");
+                unread = Some(sequence_number);
                 break;
             }
         }
+    }
+    let outcome = service.fan_out_in_order(&events).await;
+    for (event, deliveries) in events.iter().zip(&outcome.delivery_counts) {
+        tracing::info!(event_id = %event.id, application_id = %event.application_id, deliveries, "event fanned out");
+    }
+    let completed = outcome.delivery_counts.len();
+    let first_retried = match (outcome.error, events.get(completed)) {
+        (None, _) => unread,
+        (Some(error), Some(event)) => {
+            let sequence_number = sequence_numbers[completed];
+            tracing::error!(event_id = %event.id, application_id = %event.application_id, sequence_number, %error, "fan-out failed; the stream will retry from this record");
+            Some(sequence_number)
+        }
+        // Not reachable (an error leaves an event incomplete), but if it were,
+        // the whole batch is retried rather than any record skipped.
+        (Some(error), None) => return Err(Error::from(format!("fan-out failed: {error}"))),
+    };
+    // Everything after it is retried too, so it is the only one reported.
+    if let Some(sequence_number) = first_retried {
+        response.batch_item_failures.push(failure(sequence_number));
     }
     Ok(response)
 }

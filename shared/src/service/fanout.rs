@@ -13,7 +13,7 @@ use std::task::Poll;
 use tokio::sync::OnceCell;
 
 use super::dispatcher::DeliveryTask;
-use super::{ServiceResult, Skyhook};
+use super::{ServiceError, ServiceResult, Skyhook};
 use crate::domain::limits::MAX_PAGE_LIMIT;
 use crate::domain::{Delivery, DeliveryStatus, Endpoint, Event, Id, IdKind};
 use crate::ports::{DeliveryFilter, EndpointFilter, OutgoingMessage, PageRequest};
@@ -108,6 +108,52 @@ impl Skyhook {
         unfinished.extend(new);
         let ordered = endpoints.iter().filter(|ep| ep.controls.ordered).map(|ep| ep.id.clone()).collect();
         Ok(Some(PlannedFanout { count, unfinished, ordered }))
+    }
+
+    /// Fans out a stream batch's events, which complete in order (the stream
+    /// retries from the first one that did not): each event's deliveries are
+    /// written in turn until one fails; then the messages of every event
+    /// written go out together, so ten events at fan-out 1 cost one
+    /// `SendMessageBatch` instead of ten; then the events are marked fanned
+    /// out, in order. The endpoints of each (application, event type) are
+    /// looked up once per batch.
+    pub async fn fan_out_in_order(&self, events: &[Event]) -> OrderedFanOut {
+        let memo = EndpointMemo::default();
+        let mut planned = Vec::with_capacity(events.len());
+        let mut stopped = None;
+        for event in events {
+            match self.write_fanout_deliveries(event, Some(&memo)).await {
+                Ok(plan) => planned.push(plan),
+                Err(err) => {
+                    stopped = Some(err);
+                    break;
+                }
+            }
+        }
+        let mut unfinished = Vec::new();
+        let mut ordered = HashSet::new();
+        for plan in planned.iter().flatten() {
+            unfinished.extend(plan.unfinished.iter().cloned());
+            ordered.extend(plan.ordered.iter().cloned());
+        }
+        if let Err(err) = self.enqueue(&unfinished, &ordered).await {
+            return OrderedFanOut { delivery_counts: Vec::new(), error: Some(err) };
+        }
+        let mut delivery_counts = Vec::with_capacity(planned.len());
+        for (event, plan) in events.iter().zip(&planned) {
+            let count = match plan {
+                None => event.delivery_count,
+                Some(plan) => {
+                    let marked = self.store.mark_event_fanned_out(&event.application_id, &event.id, plan.count).await;
+                    if let Err(err) = marked {
+                        return OrderedFanOut { delivery_counts, error: Some(err.into()) };
+                    }
+                    plan.count
+                }
+            };
+            delivery_counts.push(count);
+        }
+        OrderedFanOut { delivery_counts, error: stopped }
     }
 
     /// Fans out every event still waiting (after a crash, or when woken by a
@@ -287,6 +333,16 @@ impl Skyhook {
         self.queue.send_batch(messages).await?;
         Ok(())
     }
+}
+
+/// What [`Skyhook::fan_out_in_order`] got done.
+#[derive(Debug)]
+pub struct OrderedFanOut {
+    /// The deliveries of each event fanned out: the first
+    /// `delivery_counts.len()` events are complete.
+    pub delivery_counts: Vec<u32>,
+    /// Why the next event, and so every later one, is not.
+    pub error: Option<ServiceError>,
 }
 
 /// A fan-out's deliveries, written and not yet queued.

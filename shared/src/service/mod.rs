@@ -34,6 +34,7 @@ pub use endpoints::{
 pub use error::{FieldError, ServiceError, ServiceResult, Violations};
 pub use event_types::EventTypeInput;
 pub use events::{PublishEvent, Published};
+pub use fanout::OrderedFanOut;
 pub use pagination::{ListPage, ListQuery};
 pub use portal::{PortalSession, PortalSessionRequest};
 pub use replay::{Replay, ReplayRequest, ReplayStatus, ReplayTask};
