@@ -22,9 +22,9 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-step "moto server (DynamoDB requests serialised, see scripts/moto_server.py)"
+step "moto server"
 MOTO_PORT=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-.venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" >"${TMPDIR:-/tmp}/skyhook-moto-$MOTO_PORT.log" 2>&1 &
+.venv/bin/moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"${TMPDIR:-/tmp}/skyhook-moto-$MOTO_PORT.log" 2>&1 &
 MOTO_PID=$!
 trap 'kill $MOTO_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

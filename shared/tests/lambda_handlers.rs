@@ -507,7 +507,11 @@ async fn create_queue(sqs: &aws_sdk_sqs::Client, prefix: &str) -> String {
 }
 
 async fn deploy() -> Deployment {
-    let sdk = moto::sdk_config().await;
+    deploy_at(&moto::moto().endpoint).await
+}
+
+async fn deploy_at(moto_endpoint: &str) -> Deployment {
+    let sdk = moto::sdk_config_at(moto_endpoint).await;
     let table = moto::unique("skyhook-table");
     DynamoStore::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await.expect("create table");
     let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -737,7 +741,8 @@ async fn given_a_fan_out_that_fails_then_its_sequence_number_is_reported_and_a_r
 #[tokio::test]
 async fn given_a_delivery_message_handed_over_twice_on_dynamodb_then_the_attempt_is_recorded_once() {
     // GIVEN an event fanned out on moto and its one delivery message
-    let d = deploy().await;
+    // (on a moto whose transactions are isolated, as DynamoDB's are)
+    let d = deploy_at(&moto::isolated().endpoint).await;
     let (url, seen) = receiver().await;
     let (app_id, key) = d.tenant().await;
     d.endpoint(&key, &url).await;

@@ -1,7 +1,6 @@
 //! A moto server for tests of the AWS adapters. The test command starts one
 //! and exports `SKYHOOK_TEST_MOTO_URL`; run alone, a test binary starts its
-//! own on a free port (`scripts/moto_server.py` with the `.venv` Python, or
-//! `moto_server` from PATH).
+//! own (`moto_server` from `.venv/bin` or PATH) on a free port.
 
 #![allow(dead_code)]
 
@@ -38,21 +37,9 @@ fn healthy(endpoint: &str) -> bool {
     stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200")
 }
 
-/// The command that starts moto: the workspace's `scripts/moto_server.py`
-/// (moto with DynamoDB transactions isolated from each other, as on AWS)
-/// with the `.venv` Python when the test command has installed moto there,
-/// else a plain `moto_server` from PATH.
-fn moto_command() -> Command {
-    let venv_moto = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/moto_server");
-    let venv_python = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/moto_server.py");
-    if std::path::Path::new(venv_moto).exists() {
-        let mut command = Command::new(venv_python);
-        command.arg(script);
-        command
-    } else {
-        Command::new("moto_server")
-    }
+fn moto_binary() -> String {
+    let workspace_venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/moto_server");
+    if std::path::Path::new(workspace_venv).exists() { workspace_venv.to_string() } else { "moto_server".to_string() }
 }
 
 fn start() -> Moto {
@@ -60,8 +47,12 @@ fn start() -> Moto {
         assert!(healthy(&url), "SKYHOOK_TEST_MOTO_URL={url} does not answer GET /moto-api/");
         return Moto { endpoint: url, _child: None };
     }
+    spawn(Command::new(moto_binary()))
+}
+
+fn spawn(mut command: Command) -> Moto {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = moto_command()
+    let child = command
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -83,11 +74,35 @@ pub fn moto() -> &'static Moto {
     MOTO.get_or_init(start)
 }
 
+/// A moto of this test binary's own whose DynamoDB requests are handled one
+/// at a time (`scripts/moto_server.py`), so concurrent transactions are
+/// isolated as on AWS. Plain moto is not: a failed `TransactWriteItems`
+/// restores a copy of the table and wipes a transaction committed meanwhile.
+/// For the tests whose subject is concurrent transactions; needs moto in
+/// `.venv` (the test command installs it), else it is the shared server.
+pub fn isolated() -> &'static Moto {
+    static ISOLATED: OnceLock<Moto> = OnceLock::new();
+    let venv_moto = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/moto_server");
+    if !std::path::Path::new(venv_moto).exists() {
+        return moto();
+    }
+    ISOLATED.get_or_init(|| {
+        let mut command = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"));
+        command.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/moto_server.py"));
+        spawn(command)
+    })
+}
+
 /// An SDK config pointed at moto with dummy credentials.
 pub async fn sdk_config() -> aws_config::SdkConfig {
+    sdk_config_at(&moto().endpoint).await
+}
+
+/// An SDK config pointed at the moto at `endpoint`.
+pub async fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
     use aws_config::BehaviorVersion;
     aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(&moto().endpoint)
+        .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "moto"))
         .load()
