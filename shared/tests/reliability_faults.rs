@@ -73,6 +73,40 @@ async fn assert_delivered_once(env: &Env, tenant: &Tenant, event_id: &str, endpo
 }
 
 // ---------------------------------------------------------------------------
+// (rate limit) the store answers a slot take after the slot's second ended
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn given_a_rate_slot_answered_after_its_second_when_two_deliveries_follow_then_that_second_gets_one() {
+    // GIVEN an endpoint limited to 1 delivery a second, two queued deliveries,
+    // and a store whose first rate-slot write answers only once its second has ended
+    let env = Env::new(local_config());
+    let tenant = env.tenant("slow-slot").await;
+    env.endpoint(&tenant, json!({ "url": "https://hooks.example.com/limited", "rateLimit": 1 })).await;
+    publish_ok(&env, &tenant, json!({ "order": 1 })).await;
+    publish_ok(&env, &tenant, json!({ "order": 2 })).await;
+    assert_eq!(env.service.sweep_fanout(10).await.unwrap(), 2);
+    let clock = Arc::clone(&env.clock);
+    let slow = move |call: &Call<'_>| {
+        if call.n == 1 && call.detail.starts_with("rl:") {
+            clock.advance(chrono::Duration::milliseconds(1200));
+        }
+        false
+    };
+    env.store.plan.fail_if("add_to_counters", slow, unavailable());
+
+    // WHEN both are dispatched within the next second
+    let sender = Arc::new(RecordingSender::default());
+    let outcomes = env.dispatch_visible(&env.dispatcher(sender.clone())).await;
+
+    // THEN one is sent, on a slot of the second it is sent in, and the other
+    // waits for a later second (sending on the stale slot would put two in one)
+    assert_eq!(sender.count(), 1, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| **o == MessageOutcome::Done).count(), 1, "{outcomes:?}");
+    assert_eq!(env.queue_counts().await, (0, 1));
+}
+
+// ---------------------------------------------------------------------------
 // (a) fan-out: the store write succeeds, the queue send fails
 // ---------------------------------------------------------------------------
 

@@ -392,21 +392,37 @@ impl Skyhook {
     /// themselves, so each waits for its own later second instead of all
     /// coming back together.
     async fn take_rate_slot(&self, endpoint: &Endpoint, per_second: u32) -> ServiceResult<Option<Duration>> {
-        let now = self.clock.now();
-        let second = now.timestamp();
-        let key = format!("rl:{}:{second}", endpoint.id);
-        let expires = now + chrono::Duration::seconds(120);
         let app = &endpoint.application_id;
         let limit = u64::from(per_second.max(1));
-        if self.store.add_to_counters(app, &key, [1, 0], Some(limit), expires).await?.is_some() {
-            return Ok(None);
+        // A slot is only good for the second it was counted in: when the
+        // counter write returns after that second has ended (a slow store),
+        // sending would add to the next second's full count, so the slot is
+        // given up and the next second's taken instead.
+        for _ in 0..MAX_SLOT_TRIES {
+            let now = self.clock.now();
+            let second = now.timestamp();
+            let key = format!("rl:{}:{second}", endpoint.id);
+            let expires = now + chrono::Duration::seconds(120);
+            if self.store.add_to_counters(app, &key, [1, 0], Some(limit), expires).await?.is_some() {
+                if self.clock.now().timestamp() == second {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let [_, waiting] = self.store.add_to_counters(app, &key, [0, 1], None, expires).await?.unwrap_or([0, 1]);
+            let until_next_second = 1000 - i64::from(now.timestamp_subsec_millis()).min(999);
+            let seconds_later = (waiting.saturating_sub(1) / limit).min(900);
+            return Ok(Some(
+                Duration::from_millis(until_next_second as u64) + Duration::from_secs(seconds_later) + jitter(),
+            ));
         }
-        let [_, waiting] = self.store.add_to_counters(app, &key, [0, 1], None, expires).await?.unwrap_or([0, 1]);
-        let until_next_second = 1000 - i64::from(now.timestamp_subsec_millis()).min(999);
-        let seconds_later = (waiting.saturating_sub(1) / limit).min(900);
-        Ok(Some(Duration::from_millis(until_next_second as u64) + Duration::from_secs(seconds_later) + jitter()))
+        // The store is slower than a second per write: try again shortly.
+        Ok(Some(jitter()))
     }
 }
+
+/// Slot takes before a delivery is held back because each came back too late.
+const MAX_SLOT_TRIES: usize = 3;
 
 fn window_key(endpoint: &Endpoint, index: i64) -> String {
     format!("cb:{}:{index}", endpoint.id)
