@@ -130,13 +130,7 @@ impl Skyhook {
                 }
             }
         }
-        let mut unfinished = Vec::new();
-        let mut ordered = HashSet::new();
-        for plan in planned.iter().flatten() {
-            unfinished.extend(plan.unfinished.iter().cloned());
-            ordered.extend(plan.ordered.iter().cloned());
-        }
-        if let Err(err) = self.enqueue(&unfinished, &ordered).await {
+        if let Err(err) = self.enqueue_planned(planned.iter().flatten()).await {
             return OrderedFanOut { delivery_counts: Vec::new(), error: Some(err) };
         }
         let mut delivery_counts = Vec::with_capacity(planned.len());
@@ -154,6 +148,18 @@ impl Skyhook {
             delivery_counts.push(count);
         }
         OrderedFanOut { delivery_counts, error: stopped }
+    }
+
+    /// Queues the unfinished deliveries of several written fan-outs in one
+    /// go, in the plans' order.
+    async fn enqueue_planned(&self, plans: impl Iterator<Item = &PlannedFanout>) -> ServiceResult<()> {
+        let mut unfinished = Vec::new();
+        let mut ordered = HashSet::new();
+        for plan in plans {
+            unfinished.extend(plan.unfinished.iter().cloned());
+            ordered.extend(plan.ordered.iter().cloned());
+        }
+        self.enqueue(&unfinished, &ordered).await
     }
 
     /// Fans out every event still waiting (after a crash, or when woken by a
@@ -202,13 +208,7 @@ impl Skyhook {
                     }
                 }
             }
-            let mut unfinished = Vec::new();
-            let mut ordered = HashSet::new();
-            for (_, plan) in &planned {
-                unfinished.extend(plan.unfinished.iter().cloned());
-                ordered.extend(plan.ordered.iter().cloned());
-            }
-            self.enqueue(&unfinished, &ordered).await?;
+            self.enqueue_planned(planned.iter().map(|(_, plan)| plan)).await?;
             let marks = join_all(
                 planned
                     .iter()
