@@ -49,9 +49,29 @@ async fn to_api_request(request: Request<Incoming>) -> Result<ApiRequest, Servic
         method: parts.method,
         path: parts.uri.path().to_string(),
         query: parts.uri.query().unwrap_or("").to_string(),
-        headers: parts.headers,
-        body,
+        headers: detached_headers(parts.headers),
+        body: Bytes::copy_from_slice(&body),
     })
+}
+
+/// hyper's header values and body are slices of the connection's read
+/// buffer; kept for the whole request (a publish waits for its fsync), they
+/// make the connection allocate a second buffer for its keep-alive read.
+/// Copies of a request's few hundred bytes free that buffer at once.
+fn detached_headers(headers: http::HeaderMap) -> http::HeaderMap {
+    let mut copy = http::HeaderMap::with_capacity(headers.len());
+    let mut current = None;
+    for (name, value) in headers {
+        if let Some(name) = name {
+            current = Some(name);
+        }
+        let Some(name) = current.clone() else { continue };
+        let sensitive = value.is_sensitive();
+        let mut detached = http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or(value);
+        detached.set_sensitive(sensitive);
+        copy.append(name, detached);
+    }
+    copy
 }
 
 fn to_hyper(response: ApiResponse) -> Response<Full<Bytes>> {
@@ -109,5 +129,31 @@ pub async fn run(listener: TcpListener, service: Arc<Skyhook>, mut shutdown: wat
         _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
             tracing::warn!("some connections did not close within 10 s");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_repeated_and_sensitive_headers_when_detached_then_every_value_and_flag_is_kept() {
+        // GIVEN headers as hyper hands them over: a repeated one and a sensitive one
+        let mut headers = http::HeaderMap::new();
+        headers.append("x-tag", http::HeaderValue::from_static("a"));
+        headers.append("x-tag", http::HeaderValue::from_static("b"));
+        let mut auth = http::HeaderValue::from_static("Bearer sk_test");
+        auth.set_sensitive(true);
+        headers.insert(http::header::AUTHORIZATION, auth);
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+
+        // WHEN they are copied out of the read buffer
+        let detached = detached_headers(headers.clone());
+
+        // THEN the copy has the same values in the same order, and the key stays sensitive
+        assert_eq!(detached, headers);
+        let tags: Vec<_> = detached.get_all("x-tag").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(tags, ["a", "b"]);
+        assert!(detached.get(http::header::AUTHORIZATION).unwrap().is_sensitive());
     }
 }

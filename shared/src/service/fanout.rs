@@ -76,18 +76,26 @@ impl Skyhook {
         // they count, and are queued again, even if their endpoint no longer
         // matches (the dispatcher then records why it was not sent).
         let existing = self.original_deliveries(event).await?;
-        let endpoints = match memo {
+        // Borrowed from the memo, not cloned: a sweep fans out up to 128
+        // events at once, and a copy of their endpoints each was the largest
+        // allocation at the embedded server's peak (docs/PERFORMANCE.md).
+        let memo_cell: EndpointCell;
+        let fetched: Vec<Endpoint>;
+        let endpoints: &[Endpoint] = match memo {
             Some(memo) if event.target_endpoint_id.is_none() => {
-                let cell = Arc::clone(
+                memo_cell = Arc::clone(
                     memo.cells
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .entry((event.application_id.clone(), event.event_type.clone()))
                         .or_default(),
                 );
-                cell.get_or_try_init(|| self.matching_endpoints(event)).await?.clone()
+                memo_cell.get_or_try_init(|| self.matching_endpoints(event)).await?
             }
-            _ => self.matching_endpoints(event).await?,
+            _ => {
+                fetched = self.matching_endpoints(event).await?;
+                &fetched
+            }
         };
         // The payload filter is per event, so it applies after the memo.
         let endpoints: Vec<&Endpoint> = endpoints
